@@ -1,0 +1,170 @@
+"""Settings: the only place that reads ``AGENTSUDO_*`` environment variables.
+
+    settings = Settings.from_env()
+    settings.keys_dir, settings.issuer, settings.audience
+
+Variables are read when ``from_env`` is called, never at import. A command-line
+flag beats a variable, a variable beats the default; ``Settings.replace`` puts
+flags on top. Defaults are chosen so that a token minted with defaults
+verifies with defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_ISSUER", "Settings", "parse_duration"]
+
+DEFAULT_ISSUER = "agentsudo"
+DEFAULT_AUDIENCE = "agentsudo"
+DEFAULT_TTL = 15 * 60
+DEFAULT_MAX_TTL = 24 * 60 * 60
+DEFAULT_LEEWAY = 30
+MAX_LEEWAY = 300
+
+TOKEN = "AGENTSUDO_TOKEN"
+KEYS_DIR = "AGENTSUDO_KEYS_DIR"
+JWKS = "AGENTSUDO_JWKS"
+ISSUER = "AGENTSUDO_ISSUER"
+AUDIENCE = "AGENTSUDO_AUDIENCE"
+STORE = "AGENTSUDO_STORE"
+AUDIT_LOG = "AGENTSUDO_AUDIT_LOG"
+REQUIRE_SIGNED = "AGENTSUDO_REQUIRE_SIGNED"
+TTL = "AGENTSUDO_TTL"
+MAX_TTL = "AGENTSUDO_MAX_TTL"
+LEEWAY = "AGENTSUDO_LEEWAY"
+
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def parse_duration(text: str | int, *, name: str = "duration") -> int:
+    """Parse ``90``, ``90s``, ``15m``, ``2h`` or ``1d`` into whole seconds.
+
+    :raises ConfigError: for anything else, or a duration of zero.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = text
+    else:
+        match = _DURATION.fullmatch(str(text).strip())
+        if match is None:
+            raise ConfigError(
+                f"{name}: expected a duration like 900, 90s, 15m, 2h or 1d, found {str(text)!r}",
+                expected="duration",
+                found=str(text),
+            )
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(
+            f"{name}: expected a positive duration, found {seconds}s", expected=">0", found=seconds
+        )
+    return seconds
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected 1 or 0, found {raw!r}", expected="1 or 0", found=raw)
+
+
+def _name(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or not value.isprintable() or not value.isascii():
+        raise ConfigError(
+            f"{name}: expected a non-empty printable ASCII name, found {raw!r}",
+            expected="name",
+            found=raw,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, resolved. Build with ``from_env``; override with ``replace``."""
+
+    token: str | None = None
+    keys_dir: Path = Path("keys")
+    jwks: str | None = None
+    issuer: str = DEFAULT_ISSUER
+    audience: str = DEFAULT_AUDIENCE
+    store: str | None = None
+    audit_log: Path | None = None
+    require_signed: bool = False
+    ttl: int = DEFAULT_TTL
+    max_ttl: int = DEFAULT_MAX_TTL
+    leeway: int = DEFAULT_LEEWAY
+
+    def __post_init__(self) -> None:
+        if self.ttl > self.max_ttl:
+            raise ConfigError(
+                f"ttl: expected at most the maximum TTL {self.max_ttl}s, found {self.ttl}s",
+                expected=self.max_ttl,
+                found=self.ttl,
+            )
+        if not 0 <= self.leeway <= MAX_LEEWAY:
+            raise ConfigError(
+                f"leeway: expected 0 to {MAX_LEEWAY} seconds, found {self.leeway}",
+                expected=f"0..{MAX_LEEWAY}",
+                found=self.leeway,
+            )
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["token"] = "<set>" if self.token else None
+        inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"Settings({inner})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``AGENTSUDO_*`` variable (``os.environ`` unless given).
+
+        :raises ConfigError: a variable holds a value that cannot be used.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if token := env.get(TOKEN, "").strip():
+            values["token"] = token
+        if keys_dir := env.get(KEYS_DIR, "").strip():
+            values["keys_dir"] = Path(keys_dir)
+        if jwks := env.get(JWKS, "").strip():
+            values["jwks"] = jwks
+        if ISSUER in env:
+            values["issuer"] = _name(ISSUER, env[ISSUER])
+        if AUDIENCE in env:
+            values["audience"] = _name(AUDIENCE, env[AUDIENCE])
+        if store := env.get(STORE, "").strip():
+            values["store"] = store
+        if audit_log := env.get(AUDIT_LOG, "").strip():
+            values["audit_log"] = Path(audit_log)
+        if REQUIRE_SIGNED in env:
+            values["require_signed"] = _flag(REQUIRE_SIGNED, env[REQUIRE_SIGNED])
+        if env.get(TTL, "").strip():
+            values["ttl"] = parse_duration(env[TTL], name=TTL)
+        if env.get(MAX_TTL, "").strip():
+            values["max_ttl"] = parse_duration(env[MAX_TTL], name=MAX_TTL)
+        if env.get(LEEWAY, "").strip():
+            raw = env[LEEWAY].strip()
+            values["leeway"] = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with the given settings changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def jwks_source(self) -> str:
+        """Where a verifier finds public keys: ``AGENTSUDO_JWKS`` or the key directory's."""
+        return self.jwks if self.jwks else str(self.keys_dir / "jwks.json")

@@ -1,0 +1,122 @@
+"""The whole error tree of agentsudo-tokens.
+
+    try:
+        verifier.verify(token)
+    except ExpiredTokenError as err:
+        print(err.expected, err.found)   # what was expected, what was found
+
+Every error keeps what was expected and what was found as attributes, and
+``str(err)`` is a one-line message. No message, attribute or ``repr`` ever
+holds a token or a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentSudoError",
+    "BadSignatureError",
+    "ConfigError",
+    "ExpiredTokenError",
+    "InvalidScopeError",
+    "InvalidTokenError",
+    "MalformedTokenError",
+    "NotYetValidTokenError",
+    "PermissionDeniedError",
+    "RevokedTokenError",
+    "TokenLifetimeError",
+    "UnknownKeyError",
+    "WrongAudienceError",
+    "WrongIssuerError",
+]
+
+
+class AgentSudoError(Exception):
+    """Root of every error this library raises.
+
+    :param message: the one-line message.
+    :param expected: what was expected, when that is meaningful.
+    :param found: what was found instead.
+    """
+
+    def __init__(self, message: str, *, expected: Any = None, found: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.expected = expected
+        self.found = found
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigError(AgentSudoError):
+    """A bad setting, or a key directory that cannot be read or trusted."""
+
+
+class InvalidScopeError(AgentSudoError, ValueError):
+    """A scope string does not follow the scope grammar."""
+
+
+class PermissionDeniedError(AgentSudoError, PermissionError):
+    """A guarded call was refused: no session, a missing scope, an expired session.
+
+    ``agent`` is the agent's name (or ``None``), ``scope`` the scope that was
+    required.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        agent: str | None = None,
+        scope: str | None = None,
+        expected: Any = None,
+        found: Any = None,
+    ) -> None:
+        super().__init__(message, expected=expected, found=found)
+        self.agent = agent
+        self.scope = scope
+
+
+class InvalidTokenError(AgentSudoError):
+    """A token was rejected. Subclasses name the reason."""
+
+
+class MalformedTokenError(InvalidTokenError):
+    """The token is not a well-formed agentsudo JWT (encoding, header, claims)."""
+
+
+class BadSignatureError(InvalidTokenError):
+    """The signature does not match the token's content and key."""
+
+
+class ExpiredTokenError(InvalidTokenError):
+    """The token's ``exp`` has passed (beyond the allowed leeway)."""
+
+
+class NotYetValidTokenError(InvalidTokenError):
+    """The token's ``nbf`` or ``iat`` lies in the future (beyond the allowed leeway)."""
+
+
+class TokenLifetimeError(InvalidTokenError):
+    """The token's lifetime ``exp - iat`` exceeds the maximum TTL."""
+
+
+class UnknownKeyError(InvalidTokenError):
+    """The token's ``kid`` names no key the verifier trusts."""
+
+
+class WrongAudienceError(InvalidTokenError):
+    """The token was not minted for this audience."""
+
+
+class WrongIssuerError(InvalidTokenError):
+    """The token was minted by another issuer."""
+
+
+class RevokedTokenError(InvalidTokenError):
+    """The token was revoked."""

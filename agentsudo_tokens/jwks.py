@@ -1,0 +1,182 @@
+"""Public key sets (RFC 7517 JWK Sets) and where a verifier gets them.
+
+    keys = KeySet.from_dict(json.load(open("keys/jwks.json")))
+    keys.get("some-kid")                       # PublicKey or None
+    source = JwksFile("keys/jwks.json")        # re-read when the file changes
+
+A verifier asks its key source for one ``kid`` at a time. ``KeySet`` is fixed;
+``JwksFile`` re-reads its file when the file changes (checked at most once a
+``check_interval``), so a rotation is picked up by running verifiers and a
+retired key stops verifying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ConfigError
+from .keys import PublicKey
+
+__all__ = ["JwksFile", "KeySet", "KeySource", "load_key_source"]
+
+MAX_JWKS_BYTES = 1 << 20
+
+
+class KeySource(Protocol):
+    """Anything a verifier can ask for a public key by ``kid``."""
+
+    def get(self, kid: str) -> PublicKey | None:
+        """The trusted key with this ``kid``, or ``None``."""
+        ...
+
+
+class KeySet(Mapping[str, PublicKey]):
+    """An immutable set of trusted public keys, by ``kid``."""
+
+    def __init__(self, keys: list[PublicKey] | tuple[PublicKey, ...] = ()) -> None:
+        by_kid: dict[str, PublicKey] = {}
+        for key in keys:
+            if key.kid in by_kid:
+                raise ConfigError(f"JWKS: key id {key.kid!r} appears twice", found=key.kid)
+            by_kid[key.kid] = key
+        self._keys = by_kid
+
+    @classmethod
+    def from_dict(cls, jwks: object) -> KeySet:
+        """Parse a JWK Set. Keys not for signatures, or of other types, are ignored.
+
+        :raises ConfigError: not a JWK Set, a duplicate ``kid``, or no usable key.
+        """
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise ConfigError('JWKS: expected an object with a "keys" list')
+        usable = []
+        for jwk in jwks["keys"]:
+            if not isinstance(jwk, dict):
+                raise ConfigError("JWKS: expected every key to be an object")
+            if jwk.get("use", "sig") != "sig":
+                continue
+            ops = jwk.get("key_ops")
+            if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+                continue
+            if jwk.get("alg") not in ("EdDSA", "ES256"):
+                continue
+            usable.append(PublicKey.from_jwk(jwk))
+        if not usable:
+            raise ConfigError("JWKS: expected at least one EdDSA or ES256 signing key, found none")
+        return cls(usable)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KeySet:
+        """Parse JSON text holding a JWK Set.
+
+        :raises ConfigError: as ``from_dict``, or for text that is not JSON.
+        """
+        if len(text) > MAX_JWKS_BYTES:
+            raise ConfigError(f"JWKS: expected at most {MAX_JWKS_BYTES} bytes")
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError("JWKS: not valid JSON") from exc
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JWK Set as a JSON-ready dict."""
+        return {"keys": [key.to_jwk() for key in self._keys.values()]}
+
+    def get(self, kid: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._keys.get(kid, default)
+
+    def __getitem__(self, kid: str) -> PublicKey:
+        return self._keys[kid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"KeySet({list(self._keys)!r})"
+
+
+class JwksFile:
+    """A JWKS file, re-read when its modification time or size changes.
+
+    The first read happens at construction, so a missing or broken file is
+    reported at once. A later broken read keeps the last good key set.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, check_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._keys = self._read()
+
+    def _read(self) -> KeySet:
+        try:
+            stat = self.path.stat()
+            with self.path.open("rb") as handle:
+                data = handle.read(MAX_JWKS_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the public keys at {self.path}: {exc.strerror or exc}",
+                expected="a JWKS file",
+                found=str(self.path),
+            ) from exc
+        keys = KeySet.from_json(data)
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        self._checked = time.monotonic()
+        return keys
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.check_interval:
+            return
+        with self._lock:
+            if now - self._checked < self.check_interval:
+                return
+            self._checked = now
+            try:
+                stat = self.path.stat()
+                if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                    self._keys = self._read()
+            except ConfigError:
+                return  # keep the last good key set
+            except OSError:
+                return
+
+    def get(self, kid: str) -> PublicKey | None:
+        """The key with this ``kid`` from the file as it is now (checked at most once a second)."""
+        self._refresh()
+        return self._keys.get(kid)
+
+    @property
+    def keys(self) -> KeySet:
+        """The key set as last read."""
+        self._refresh()
+        return self._keys
+
+    def __repr__(self) -> str:
+        return f"JwksFile({str(self.path)!r})"
+
+
+def load_key_source(source: str) -> KeySource:
+    """A key source for ``AGENTSUDO_JWKS``: a JWKS file path.
+
+    :raises ConfigError: the source cannot be read or holds no usable key.
+    """
+    if source.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"JWKS by URL is not supported yet; expected a file path, found {source!r}",
+            expected="file path",
+            found=source,
+        )
+    return JwksFile(source)

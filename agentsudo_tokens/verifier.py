@@ -1,0 +1,204 @@
+"""The offline verifier: signature, time window, issuer, audience, scopes.
+
+    verifier = Verifier(JwksFile("keys/jwks.json"))
+    claims = verifier.verify(token)             # VerifiedClaims, or an InvalidTokenError
+    claims.scopes.allows("write:refunds")
+
+The algorithm comes from the key found by ``kid``, never from the token. Checks
+run cheapest first: length, shape, header, key, signature, claims. Any
+unexpected exception while verifying is a rejection. A verified token is
+cached (bounded) until it expires, so a repeat costs a dict look-up and a
+clock read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import MappingProxyType
+
+from .claims import UnverifiedClaims, VerifiedClaims, check_claims, check_header
+from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Settings
+from .errors import (
+    AgentSudoError,
+    BadSignatureError,
+    InvalidTokenError,
+    MalformedTokenError,
+    UnknownKeyError,
+)
+from .jwks import KeySet, KeySource, load_key_source
+from .jws import decode_json_part, split
+
+__all__ = ["Verifier", "decode_unverified"]
+
+DEFAULT_CACHE_SIZE = 4096
+
+
+_HEADER_LIMIT = 256
+_HEADERS: dict[str, tuple[str, str]] = {}  # encoded header -> (kid, alg); one per signing key
+
+
+def _header(encoded: str) -> tuple[str, str]:
+    """Decode and check the protected header, remembering headers already accepted."""
+    known = _HEADERS.get(encoded)
+    if known is not None:
+        return known
+    kid_alg = check_header(decode_json_part(encoded, "header"))
+    if len(_HEADERS) < _HEADER_LIMIT:
+        _HEADERS[encoded] = kid_alg
+    return kid_alg
+
+
+class Verifier:
+    """Verifies agentsudo tokens with public keys alone.
+
+    :param keys: where public keys come from (a ``KeySet``, a ``JwksFile``, ...).
+    :param issuer: the ``iss`` to expect.
+    :param audience: the ``aud`` to expect (the token's ``aud`` must contain it).
+    :param leeway: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    :param max_ttl: the longest lifetime ``exp - iat`` accepted.
+    :param cache_size: how many verified tokens to remember; 0 turns the cache off.
+    :param clock: seconds since the epoch; for tests.
+    """
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = DEFAULT_AUDIENCE,
+        leeway: int = DEFAULT_LEEWAY,
+        max_ttl: int = DEFAULT_MAX_TTL,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.max_ttl = max_ttl
+        self.cache_size = cache_size
+        self._clock = clock
+        self._cache: dict[str, VerifiedClaims] = {}
+        self._cache_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Verifier(keys={self.keys!r}, issuer={self.issuer!r}, audience={self.audience!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Verifier:
+        """A verifier for ``AGENTSUDO_JWKS`` (or the key directory), issuer and audience.
+
+        :raises ConfigError: the public keys cannot be read.
+        """
+        settings = settings or Settings.from_env()
+        return cls(
+            load_key_source(settings.jwks_source),
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+            max_ttl=settings.max_ttl,
+        )
+
+    @classmethod
+    def from_jwks(cls, jwks: dict[str, object], **options: object) -> Verifier:
+        """A verifier for a JWK Set given as a dict. Options as for ``Verifier``."""
+        return cls(KeySet.from_dict(jwks), **options)  # type: ignore[arg-type]
+
+    def verify(self, token: str, *, audience: str | None = None) -> VerifiedClaims:
+        """Verify ``token`` completely; return its claims.
+
+        :param audience: expect this audience instead of the verifier's.
+        :raises InvalidTokenError: the subclass naming why the token was refused.
+        """
+        expected_audience = self.audience if audience is None else audience
+        cached = self._cache.get(token) if isinstance(token, str) else None
+        if cached is not None:
+            if (
+                self._clock() < cached.expires_at + self.leeway
+                and expected_audience in cached.audience
+                and self.keys.get(cached.kid) is not None
+            ):
+                return cached
+            self._cache.pop(token, None)
+        try:
+            claims = self._verify(token, expected_audience)
+        except InvalidTokenError:
+            raise
+        except AgentSudoError as exc:
+            raise InvalidTokenError(f"token refused: {exc}") from exc
+        except Exception as exc:  # any surprise is a rejection, never an allow
+            raise MalformedTokenError(
+                f"token refused: unexpected {type(exc).__name__} while verifying"
+            ) from exc
+        if self.cache_size > 0:
+            self._remember(token, claims)
+        return claims
+
+    def _verify(self, token: str, audience: str) -> VerifiedClaims:
+        parts = split(token)
+        kid, alg = _header(parts.header)
+        key = self.keys.get(kid)
+        if key is None:
+            raise UnknownKeyError(
+                f"expected a key id this verifier trusts, found {kid!r}",
+                expected="a known kid",
+                found=kid,
+            )
+        if alg != key.alg:
+            raise MalformedTokenError(
+                f"header: expected alg {key.alg!r} for key {kid!r}, found {alg!r}",
+                expected=key.alg,
+                found=alg,
+            )
+        if not key.verify(parts.signing_input, parts.signature_bytes()):
+            raise BadSignatureError(
+                f"expected a valid {key.alg} signature by key {kid!r}, found a mismatch",
+                expected=kid,
+                found="invalid signature",
+            )
+        payload = decode_json_part(parts.payload, "payload")
+        return check_claims(
+            payload,
+            kid=kid,
+            alg=alg,
+            now=self._clock(),
+            issuer=self.issuer,
+            audience=audience,
+            leeway=self.leeway,
+            max_ttl=self.max_ttl,
+        )
+
+    def _remember(self, token: str, claims: VerifiedClaims) -> None:
+        with self._cache_lock:
+            cache = self._cache
+            if len(cache) >= self.cache_size:
+                now = self._clock()
+                for stale in [t for t, c in cache.items() if c.expires_at + self.leeway <= now]:
+                    del cache[stale]
+                while len(cache) >= self.cache_size:
+                    del cache[next(iter(cache))]
+            cache[token] = claims
+
+    def forget(self, token: str | None = None) -> None:
+        """Drop one token (or every token) from the cache of verified tokens."""
+        with self._cache_lock:
+            if token is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(token, None)
+
+
+def decode_unverified(token: str) -> UnverifiedClaims:
+    """Decode a token's header and claims WITHOUT verifying anything.
+
+    For display (``agentsudo inspect``) only; no guard accepts the result.
+
+    :raises MalformedTokenError: the token cannot even be decoded.
+    """
+    parts = split(token)
+    header = decode_json_part(parts.header, "header")
+    claims = decode_json_part(parts.payload, "payload")
+    parts.signature_bytes()
+    return UnverifiedClaims(MappingProxyType(header), MappingProxyType(claims))
