@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_ISSUER", "Settings", "parse_duration"]
+__all__ = ["DEFAULT_ISSUER", "Settings", "child_environment", "parse_duration"]
 
 DEFAULT_ISSUER = "agentsudo"
 DEFAULT_AUDIENCE = "agentsudo"
@@ -168,3 +168,17 @@ class Settings:
     def jwks_source(self) -> str:
         """Where a verifier finds public keys: ``AGENTSUDO_JWKS`` or the key directory's."""
         return self.jwks if self.jwks else str(self.keys_dir / "jwks.json")
+
+
+def child_environment(token: str, *, jwks: str | None = None) -> dict[str, str]:
+    """This process's environment plus ``AGENTSUDO_TOKEN`` (and ``AGENTSUDO_JWKS``) for a child.
+
+    A relative JWKS path is made absolute so the child finds it from any directory;
+    an ``AGENTSUDO_JWKS`` already set is kept.
+    """
+    env = dict(os.environ)
+    env[TOKEN] = token
+    if jwks and not env.get(JWKS, "").strip():
+        is_url = jwks.startswith(("http://", "https://"))
+        env[JWKS] = jwks if is_url else str(Path(jwks).resolve())
+    return env

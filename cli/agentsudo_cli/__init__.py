@@ -1,0 +1,1 @@
+"""The ``agentsudo`` command line: keys, issue, verify, inspect, run."""

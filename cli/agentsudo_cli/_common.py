@@ -1,0 +1,101 @@
+"""Options and helpers shared by the commands. Only click is imported at module level."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from agentsudo_tokens.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+JSON_META = "agentsudo.json"
+
+
+def keys_dir_option(func: F) -> F:
+    """``--keys-dir``: beats AGENTSUDO_KEYS_DIR, which beats ./keys."""
+    return click.option(
+        "--keys-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Key directory [env AGENTSUDO_KEYS_DIR; default ./keys].",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output, errors included."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[JSON_META] = True
+        return value
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=remember,
+        help="Print JSON on stdout.",
+    )(func)
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from AGENTSUDO_* variables, with command-line flags on top."""
+    from agentsudo_tokens.config import Settings
+
+    return Settings.from_env().replace(**overrides)
+
+
+def scopes_from(values: tuple[str, ...]) -> list[str]:
+    """Scopes given space- or comma-separated, or repeated."""
+    found: list[str] = []
+    for value in values:
+        found.extend(part for part in value.replace(",", " ").split(" ") if part)
+    return found
+
+
+def read_token(argument: str | None, current: Settings) -> str:
+    """TOKEN, or ``-`` for stdin, or AGENTSUDO_TOKEN; else a usage error."""
+    if argument == "-":
+        token = sys.stdin.readline(64 * 1024).strip()
+    elif argument:
+        token = argument.strip()
+    elif current.token:
+        token = current.token
+    else:
+        raise click.UsageError("no token: give TOKEN, '-' for stdin, or set AGENTSUDO_TOKEN")
+    if not token:
+        raise click.UsageError("empty token")
+    return token
+
+
+def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Click callback: ``15m`` and friends into seconds."""
+    if value is None:
+        return None
+    from agentsudo_tokens.config import parse_duration
+    from agentsudo_tokens.errors import ConfigError
+
+    try:
+        return parse_duration(value, name=f"--{param.name}")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def describe_remaining(seconds: float) -> str:
+    """``14m 59s``-style text for a number of seconds."""
+    seconds = int(seconds)
+    if seconds < 0:
+        return f"{describe_remaining(-seconds)} ago"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

@@ -1,0 +1,80 @@
+"""``agentsudo issue``: mint a token; the token alone goes to stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import duration, json_option, keys_dir_option, scopes_from, settings
+
+if TYPE_CHECKING:
+    from agentsudo_tokens.issuer import IssuedToken
+
+
+def agent_options(func):  # type: ignore[no-untyped-def]
+    """--agent, --scopes, --ttl, --aud: what a token says."""
+    func = click.option(
+        "--aud", multiple=True, help="Audience (repeatable) [env AGENTSUDO_AUDIENCE]."
+    )(func)
+    func = click.option(
+        "--ttl", callback=duration, default=None, help="Lifetime: 90s, 15m, 2h [default 15m]."
+    )(func)
+    func = click.option(
+        "--scopes",
+        "--scope",
+        "scopes",
+        multiple=True,
+        required=True,
+        help="Scopes, space- or comma-separated, or repeated.",
+    )(func)
+    return click.option("--agent", required=True, help="The agent's name (the token's sub).")(func)
+
+
+def mint(
+    agent: str,
+    scopes: tuple[str, ...],
+    ttl: int | None,
+    aud: tuple[str, ...],
+    keys_dir: Path | None,
+) -> IssuedToken:
+    """Mint with the key directory's active key; warn on stderr about `**`."""
+    from agentsudo_tokens.issuer import Issuer
+
+    granted = scopes_from(scopes)
+    if "**" in granted:
+        click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
+    issuer = Issuer.from_settings(settings(keys_dir=keys_dir))
+    audience = list(aud) if len(aud) > 1 else (aud[0] if aud else None)
+    return issuer.issue(agent, granted, ttl=ttl, audience=audience)
+
+
+@click.command()
+@agent_options
+@json_option
+@keys_dir_option
+def issue(
+    agent: str,
+    scopes: tuple[str, ...],
+    ttl: int | None,
+    aud: tuple[str, ...],
+    as_json: bool,
+    keys_dir: Path | None,
+) -> None:
+    """Mint a short-lived token for an agent and print it.
+
+    \b
+    export AGENTSUDO_TOKEN=$(agentsudo issue --agent SupportBot --scopes read:orders,write:refunds)
+    """
+    minted = mint(agent, scopes, ttl, aud, keys_dir)
+    if as_json:
+        payload = {
+            "token": minted.token,
+            "header": dict(minted.header),
+            "claims": dict(minted.claims),
+        }
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(minted.token)

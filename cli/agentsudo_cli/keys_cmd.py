@@ -1,0 +1,79 @@
+"""``agentsudo keys``: init, rotate, list, jwks, retire."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._common import json_option, keys_dir_option, settings
+
+ALGORITHM_CHOICE = click.Choice(["EdDSA", "ES256"])
+
+
+def _directory(keys_dir: Path | None):  # type: ignore[no-untyped-def]
+    from agentsudo_tokens.keydir import KeyDirectory
+
+    return KeyDirectory(settings(keys_dir=keys_dir).keys_dir)
+
+
+@click.group()
+def keys() -> None:
+    """Manage the issuer's signing keys."""
+
+
+@keys.command("init")
+@click.option("--alg", type=ALGORITHM_CHOICE, default="EdDSA", show_default=True)
+@keys_dir_option
+def init(alg: str, keys_dir: Path | None) -> None:
+    """Create the key directory and a first signing key; print its key id."""
+    from agentsudo_tokens.keydir import KeyDirectory
+
+    path = settings(keys_dir=keys_dir).keys_dir
+    directory = KeyDirectory.init(path, alg=alg)
+    active = directory.active()
+    click.echo(f"created {path}/ with an {alg} key; public keys in {directory.jwks_path}", err=True)
+    click.echo(active.kid)
+
+
+@keys.command("rotate")
+@click.option("--alg", type=ALGORITHM_CHOICE, default=None, help="Default: the current key's.")
+@keys_dir_option
+def rotate(alg: str | None, keys_dir: Path | None) -> None:
+    """Make a new active key; the old one keeps verifying until retired."""
+    info = _directory(keys_dir).rotate(alg=alg)
+    click.echo("new active key; earlier tokens keep verifying until you retire their key", err=True)
+    click.echo(info.kid)
+
+
+@keys.command("list")
+@json_option
+@keys_dir_option
+def list_keys(as_json: bool, keys_dir: Path | None) -> None:
+    """Show every key: id, algorithm, status, when created and retired."""
+    records = _directory(keys_dir).describe()
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    click.echo(f"{'STATUS':<10} {'ALG':<6} {'CREATED':<21} KID")
+    for record in records:
+        click.echo(
+            f"{record['status']:<10} {record['alg']:<6} {record['created']:<21} {record['kid']}"
+        )
+
+
+@keys.command("jwks")
+@keys_dir_option
+def jwks(keys_dir: Path | None) -> None:
+    """Print the public keys (JWK Set) that verifiers need."""
+    click.echo(json.dumps(_directory(keys_dir).public_keys().to_dict(), indent=2))
+
+
+@keys.command("retire")
+@click.argument("kid")
+@keys_dir_option
+def retire(kid: str, keys_dir: Path | None) -> None:
+    """Stop trusting KID: drop it from jwks.json and delete its private key."""
+    _directory(keys_dir).retire(kid)
+    click.echo(f"retired {kid}: tokens signed by it no longer verify", err=True)

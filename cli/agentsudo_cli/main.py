@@ -1,0 +1,107 @@
+"""The root ``agentsudo`` group: error mapping and logging, set up once.
+
+    $ agentsudo keys init
+    $ export AGENTSUDO_TOKEN=$(agentsudo issue --agent SupportBot --scopes read:orders)
+    $ agentsudo verify --scope read:orders
+
+Exit status: 0 success; 1 a token rejected, a scope denied, or an internal
+error (failing closed); 2 bad usage or configuration. Errors are one line on
+stderr (or one JSON object on stdout with ``--json``), never a traceback
+unless ``--debug``. Only click is imported here, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ._common import JSON_META
+from .inspect_cmd import inspect_token
+from .issue_cmd import issue
+from .keys_cmd import keys
+from .run_cmd import run
+from .verify_cmd import verify
+
+_USAGE_ERRORS = ("ConfigError", "InvalidScopeError")
+
+
+def _exit_code(exc: Exception) -> int:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return 2 if names & set(_USAGE_ERRORS) else 1
+
+
+class _Failure(click.ClickException):
+    """One line on stderr (or a JSON object on stdout) and the right exit code."""
+
+    def __init__(self, message: str, code: int, kind: str, as_json: bool) -> None:
+        super().__init__(message)
+        self.exit_code = code
+        self.kind = kind
+        self.as_json = as_json
+
+    def show(self, file: Any = None) -> None:
+        if self.as_json:
+            payload = {"ok": False, "error": self.kind, "message": self.message}
+            click.echo(json.dumps(payload))
+        else:
+            click.echo(f"agentsudo: {self.message}", err=True)
+
+
+class AgentSudoGroup(click.Group):
+    """Turns library errors into exit codes; anything unexpected fails closed."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from agentsudo_tokens.errors import AgentSudoError, InvalidTokenError
+
+            as_json = bool(ctx.meta.get(JSON_META))
+            if ctx.meta.get("agentsudo.debug"):
+                raise
+            if isinstance(exc, AgentSudoError):
+                message = (
+                    f"token rejected: {exc}" if isinstance(exc, InvalidTokenError) else str(exc)
+                )
+                raise _Failure(message, _exit_code(exc), type(exc).__name__, as_json) from exc
+            raise _Failure(
+                f"internal error: {type(exc).__name__}: {exc}", 1, "InternalError", as_json
+            ) from exc
+
+
+@click.group(cls=AgentSudoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.version_option(package_name="agentsudo-tokens", prog_name="agentsudo")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """sudo for AI agents: mint, verify and use signed capability tokens."""
+    ctx.meta["agentsudo.debug"] = debug
+    if debug:
+        logging.getLogger("agentsudo").setLevel(logging.DEBUG)
+
+
+cli.add_command(keys)
+cli.add_command(issue)
+cli.add_command(verify)
+cli.add_command(inspect_token)
+cli.add_command(run)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("agentsudo")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("agentsudo: %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Console entry point."""
+    _setup_logging()
+    cli(prog_name="agentsudo")

@@ -1,0 +1,58 @@
+"""``agentsudo run``: like sudo, run a command with a fresh token in its environment."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import click
+
+from ._common import keys_dir_option, settings
+from .issue_cmd import agent_options, mint
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@agent_options
+@keys_dir_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    agent: str,
+    scopes: tuple[str, ...],
+    ttl: int | None,
+    aud: tuple[str, ...],
+    keys_dir: Path | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND with AGENTSUDO_TOKEN set to a fresh token for the agent.
+
+    \b
+    agentsudo run --agent AnalyticsBot --scopes "read:*" -- python my_agent.py
+
+    The token goes in the child's environment, never on its command line;
+    AGENTSUDO_JWKS points the child at the public keys. The child's exit
+    status is passed through (128+N when a signal N ends it; 127 when COMMAND
+    is not found, as in a shell).
+    """
+    from agentsudo_tokens.config import child_environment
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("no COMMAND given after --")
+    current = settings(keys_dir=keys_dir)
+    minted = mint(agent, scopes, ttl, aud, keys_dir)
+    env = child_environment(minted.token, jwks=str(current.jwks_source))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets Ctrl-C itself
+    try:
+        completed = subprocess.run(list(command), env=env, check=False)
+    except FileNotFoundError:
+        click.echo(f"agentsudo: command not found: {command[0]}", err=True)
+        raise SystemExit(127) from None
+    except PermissionError:
+        click.echo(f"agentsudo: cannot execute: {command[0]}", err=True)
+        raise SystemExit(126) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    code = completed.returncode
+    raise SystemExit(128 - code if code < 0 else code)

@@ -1,0 +1,69 @@
+"""``agentsudo verify``: check a token offline, optionally for scopes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ._common import describe_remaining, json_option, keys_dir_option, read_token, settings
+
+
+@click.command()
+@click.argument("token", required=False)
+@click.option(
+    "--scope", "required", multiple=True, help="A scope the token must allow (repeatable)."
+)
+@click.option("--aud", default=None, help="Audience to expect [env AGENTSUDO_AUDIENCE].")
+@click.option("--jwks", default=None, help="Public keys: a JWKS file [env AGENTSUDO_JWKS].")
+@json_option
+@keys_dir_option
+def verify(
+    token: str | None,
+    required: tuple[str, ...],
+    aud: str | None,
+    jwks: str | None,
+    as_json: bool,
+    keys_dir: Path | None,
+) -> None:
+    """Verify TOKEN (or '-' for stdin, or AGENTSUDO_TOKEN) and any --scope.
+
+    Exit 0 when valid and every --scope is allowed; 1 otherwise, with the reason.
+    """
+    from agentsudo_tokens.errors import PermissionDeniedError
+    from agentsudo_tokens.scopes import validate_required_scope
+    from agentsudo_tokens.verifier import Verifier
+
+    current = settings(keys_dir=keys_dir, jwks=jwks, audience=aud)
+    for scope in required:
+        validate_required_scope(scope)
+    claims = Verifier.from_settings(current).verify(read_token(token, current))
+    for scope in required:
+        if not claims.scopes.allows(scope):
+            raise PermissionDeniedError(
+                f"denied: agent {claims.subject!r} lacks scope {scope!r}",
+                agent=claims.subject,
+                scope=scope,
+            )
+    if as_json:
+        result = {
+            "ok": True,
+            "agent": claims.subject,
+            "scopes": list(claims.scopes.scopes),
+            "audience": list(claims.audience),
+            "issuer": claims.issuer,
+            "expires_at": claims.expires_at,
+            "jti": claims.jti,
+            "kid": claims.kid,
+            "allowed": list(required),
+        }
+        click.echo(json.dumps(result))
+        return
+    remaining = describe_remaining(claims.expires_at - time.time())
+    allowed = f"; allows {', '.join(required)}" if required else ""
+    click.echo(
+        f"valid: agent {claims.subject!r}, scopes {claims.scopes.claim()}, "
+        f"expires in {remaining}{allowed}"
+    )
