@@ -1,0 +1,87 @@
+"""The repository keeps its promises: README commands, CI, no private keys, a clean public API."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import agentsudo_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```sh\n(.+?)\n```", text)
+
+
+def test_readme_opens_with_the_demo_and_the_test_command() -> None:
+    demo, tests = _readme_commands()[:2]
+    assert "examples/demo.py" in demo and "pip install" in demo
+    assert "pytest" in tests and "pip install" in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    tests = _readme_commands()[1]
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_all_matches_the_public_names() -> None:
+    public = {
+        name
+        for name in vars(agentsudo_tokens)
+        if not name.startswith("_") and not isinstance(getattr(agentsudo_tokens, name), type(re))
+    }
+    assert set(agentsudo_tokens.__all__) == public | {"__version__"}
+    assert list(agentsudo_tokens.__all__) == sorted(agentsudo_tokens.__all__)
+
+
+def test_keys_directory_tracks_only_readme_and_gitignore() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "keys"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert sorted(tracked) == ["keys/.gitignore", "keys/README.md"]
+    assert (ROOT / "keys" / ".gitignore").read_text() == "*\n!.gitignore\n!README.md\n"
+
+
+def test_no_private_key_is_committed() -> None:
+    found = subprocess.run(
+        ["git", "grep", "-lE", "PRIVATE KEY-----$"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert found.stdout == ""
+
+
+def test_no_top_level_cli_package_is_installed() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u; print(u.find_spec('cli'))"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "None"
+
+
+def test_the_library_never_prints_exits_or_configures_logging() -> None:
+    banned = {"print", "exit", "basicConfig", "dictConfig", "fileConfig"}
+    for path in (ROOT / "agentsudo_tokens").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                assert name not in banned, f"{path}:{node.lineno} calls {name}"
+
+
+def test_the_demo_runs_end_to_end() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all outcomes as expected" in done.stdout
+    assert done.stdout.count("DENIED") == 3
