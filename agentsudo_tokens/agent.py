@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .config import Settings
 from .errors import ConfigError, InvalidTokenError, PermissionDeniedError
-from .scopes import ScopeSet
+from .scopes import ScopeSet, validate_required_scope
 
 if TYPE_CHECKING:
     from .claims import VerifiedClaims
@@ -180,8 +180,11 @@ class Agent:
         return self._token
 
     def has_scope(self, scope: str) -> bool:
-        """True when a granted scope covers ``scope``."""
-        return self.scopes.allows(scope)
+        """True when a granted scope covers the concrete ``scope``.
+
+        :raises InvalidScopeError: ``scope`` is not a valid concrete scope.
+        """
+        return self.scopes.allows(validate_required_scope(scope))
 
     def start_session(self) -> Session:
         """A context manager (``with`` or ``async with``) making this agent the active one."""

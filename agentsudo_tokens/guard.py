@@ -109,7 +109,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if isinstance(func, staticmethod | classmethod):
-            return type(func)(decorate(func.__func__))  # type: ignore[return-value]
+            return type(func)(decorate(func.__func__))
         if not callable(func):
             raise ConfigError(f"@sudo expects a callable, found {type(func).__name__}")
         name = getattr(func, "__qualname__", repr(func))

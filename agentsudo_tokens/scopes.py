@@ -158,6 +158,8 @@ class ScopeSet:
 
     scopes: tuple[str, ...]
     exact: frozenset[str]
+    _trie: _Node | None
+    _memo: dict[str, bool]
 
     def __init__(self, scopes: Iterable[str], *, _checked: bool = False) -> None:
         unique: dict[str, None] = {}
@@ -197,6 +199,13 @@ class ScopeSet:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("ScopeSet is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("ScopeSet is immutable")
+
+    def __reduce__(self) -> tuple[type[ScopeSet], tuple[tuple[str, ...]]]:
+        # copy, deepcopy and pickle rebuild from the scopes instead of setting slots
+        return (type(self), (self.scopes,))
 
     @property
     def has_wildcards(self) -> bool:
