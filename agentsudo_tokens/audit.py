@@ -1,24 +1,31 @@
-"""Audit events: every guard decision and session start/end, for the ``agentsudo`` logger.
+"""Audit events: every guard decision and session start/end.
 
     import logging
     logging.getLogger("agentsudo").setLevel(logging.INFO)   # the app decides; we never configure
     # each record carries ``record.agentsudo``: the event as a dict
 
+    set_audit_log("audit.jsonl")     # or AGENTSUDO_AUDIT_LOG: a hash-chained JSON-lines file
+
 An event holds time (UTC), outcome, agent, token ``jti`` (never the token),
-scope and function. Nothing is built unless the logger would emit it.
+scope and function. Nothing is built unless the logger would emit it or an
+audit file is configured.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .audit_file import AuditFile
 
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["AuditEvent", "LOGGER_NAME", "logger"]
+__all__ = ["AuditEvent", "LOGGER_NAME", "logger", "set_audit_log"]
 
 LOGGER_NAME = "agentsudo"
 logger = logging.getLogger(LOGGER_NAME)
@@ -73,9 +80,50 @@ def _event(
     )
 
 
+class _Sinks:
+    """Where events go besides the logger: the audit file, read from the settings once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.file: AuditFile | None = None
+        self.configured = False
+
+    def configure_from_env(self) -> None:
+        if self.configured:
+            return
+        from .config import Settings
+
+        path = Settings.from_env().audit_log
+        with self.lock:
+            if not self.configured:
+                self.file = AuditFile(path) if path is not None else None
+                self.configured = True
+
+    def reset(self) -> None:
+        with self.lock:
+            if self.file is not None:
+                self.file.close()
+            self.file, self.configured = None, False
+
+
+_sinks = _Sinks()
+
+
+def set_audit_log(path: str | Path | None) -> None:
+    """Append every event to this hash-chained JSON-lines file (``None``: stop).
+
+    The same as ``AGENTSUDO_AUDIT_LOG``; this call wins over the variable.
+    """
+    with _sinks.lock:
+        if _sinks.file is not None:
+            _sinks.file.close()
+        _sinks.file = AuditFile(path) if path is not None else None
+        _sinks.configured = True
+
+
 def would_record(outcome: str) -> bool:
     """True when an event with this outcome would reach anyone (cheap)."""
-    return logger.isEnabledFor(_LEVELS[outcome])
+    return _sinks.file is not None or logger.isEnabledFor(_LEVELS[outcome])
 
 
 def record(
@@ -85,11 +133,19 @@ def record(
     function: str | None = None,
     reason: str | None = None,
 ) -> None:
-    """Build and send one event, if anyone listens."""
+    """Build and send one event, if anyone listens.
+
+    :raises ConfigError: an audit file is configured but cannot be written (fail closed).
+    """
+    if not _sinks.configured:
+        _sinks.configure_from_env()
     level = _LEVELS[outcome]
-    if not logger.isEnabledFor(level):
+    sink = _sinks.file
+    if sink is None and not logger.isEnabledFor(level):
         return
     event = _event(outcome, agent, scope, function, reason)
+    if sink is not None:
+        sink.append(event.to_dict())
     logger.log(
         level,
         "%s agent=%s scope=%s function=%s",

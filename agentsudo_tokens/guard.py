@@ -19,104 +19,57 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from . import audit
-from .agent import _Active, _active_session, _current
-from .errors import ConfigError, PermissionDeniedError
+from .agent import _current
+from .decision import OnDeny, Policy, evaluate
+from .errors import ConfigError
 from .scopes import validate_required_scope
 
-__all__ = ["OnDeny", "sudo"]
+__all__ = ["OnDeny", "check_scope", "sudo"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-OnDeny = Literal["raise"]
-_audit_allowed = audit.logger.isEnabledFor
 _INFO = logging.INFO
+_log_enabled = audit.logger.isEnabledFor
+_sinks = audit._sinks
 
 
-def _refuse(scope: str, active: _Active | None, function: str) -> PermissionDeniedError:
-    """Build the denial for this call. The message never lists the scopes held."""
-    if active is None:
-        return PermissionDeniedError(
-            f"no active agent session for {function} (needs {scope!r}); "
-            "start a session or set AGENTSUDO_TOKEN",
-            scope=scope,
-            expected=scope,
-            found="no session",
-        )
-    name = active.agent.name
-    if not active.trusted:
-        return PermissionDeniedError(
-            f"agent {name!r} is unsigned and this process requires signed sessions",
-            agent=name,
-            scope=scope,
-            expected="a verified token",
-            found="in-process agent",
-        )
-    if time.monotonic() >= active.deadline:
-        return PermissionDeniedError(
-            f"the session of agent {name!r} has expired (needed {scope!r} for {function})",
-            agent=name,
-            scope=scope,
-            expected="a live session",
-            found="expired session",
-        )
-    return PermissionDeniedError(
-        f"agent {name!r} lacks scope {scope!r} for {function}",
-        agent=name,
-        scope=scope,
-        expected=scope,
-        found="not granted",
-    )
-
-
-def _check(scope: str, function: str) -> None:
-    """The slow path: ambient agent, wildcards, expiry, untrusted sessions; raise on deny."""
-    active = _active_session()
-    if (
-        active is not None
-        and active.trusted
-        and time.monotonic() < active.deadline
-        and active.scopes.allows(scope)
-    ):
-        audit.record("allowed", active.agent, scope, function)
-        return
-    error = _refuse(scope, active, function)
-    audit.record(
-        "denied",
-        active.agent if active is not None else None,
-        scope,
-        function,
-        error.found,
-    )
-    raise error
+def _is_langchain_tool(obj: object) -> bool:
+    return any(c.__module__.startswith("langchain_core.tools") for c in type(obj).__mro__)
 
 
 def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Guard a callable: the acting agent must hold ``scope``.
 
     :param scope: a concrete scope (no wildcard), e.g. ``"write:refunds"``.
-    :param on_deny: what a denial does; ``"raise"`` raises ``PermissionDeniedError``.
+    :param on_deny: ``"raise"`` (default) raises ``PermissionDeniedError``;
+        ``"log"`` records an ``audit_violation`` and lets the call proceed;
+        a callable ``(agent, scope, context) -> bool`` (sync or async) approves
+        a call by returning ``True``.
     :raises InvalidScopeError: at decoration, for a scope outside the grammar or a wildcard.
     :raises ConfigError: at decoration, for an unknown ``on_deny``.
     """
     validate_required_scope(scope)
-    if on_deny != "raise":
-        raise ConfigError(
-            f"on_deny: expected 'raise', found {on_deny!r}", expected="raise", found=on_deny
-        )
+    Policy(on_deny)  # refuse a bad on_deny now, not at the first call
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if isinstance(func, staticmethod | classmethod):
             return type(func)(decorate(func.__func__))
+        if _is_langchain_tool(func):
+            from .integrations.langchain import guard_tool
+
+            return guard_tool(func, scope, on_deny=on_deny)  # type: ignore[no-any-return]
         if not callable(func):
             raise ConfigError(f"@sudo expects a callable, found {type(func).__name__}")
         name = getattr(func, "__qualname__", repr(func))
+        policy = Policy(on_deny, func)
         get = _current.get
         clock = time.monotonic
 
         def allowed() -> bool:
+            """The fast path: an exact scope in a live, trusted session of this context."""
             active = get()
             if (
                 active is not None
@@ -124,18 +77,29 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                 and active.trusted
                 and clock() < active.deadline
             ):
-                if _audit_allowed(_INFO):
+                if _sinks.file is not None or _log_enabled(_INFO):
                     audit.record("allowed", active.agent, scope, name)
                 return True
             return False
+
+        def check(args: Any, kwargs: Any) -> None:
+            if not allowed():
+                denial = evaluate(scope, name)
+                if denial is not None:
+                    policy.decide(denial, name, args, kwargs)
+
+        async def check_async(args: Any, kwargs: Any) -> None:
+            if not allowed():
+                denial = evaluate(scope, name)
+                if denial is not None:
+                    await policy.decide_async(denial, name, args, kwargs)
 
         if inspect.iscoroutinefunction(func):
             target = cast(Callable[..., Any], func)
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not allowed():
-                    _check(scope, name)
+                await check_async(args, kwargs)
                 return await target(*args, **kwargs)
 
             wrapper: Callable[..., Any] = async_wrapper
@@ -144,8 +108,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
 
             @functools.wraps(func)
             async def asyncgen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                if not allowed():
-                    _check(scope, name)
+                await check_async(args, kwargs)
                 async for item in agen(*args, **kwargs):
                     yield item
 
@@ -155,8 +118,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
 
             @functools.wraps(func)
             def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not allowed():
-                    _check(scope, name)
+                check(args, kwargs)
                 return (yield from gen(*args, **kwargs))
 
             wrapper = generator_wrapper
@@ -172,8 +134,10 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                     or not active.trusted
                     or clock() >= active.deadline
                 ):
-                    _check(scope, name)
-                elif _audit_allowed(_INFO):
+                    denial = evaluate(scope, name)
+                    if denial is not None:
+                        policy.decide(denial, name, args, kwargs)
+                elif _sinks.file is not None or _log_enabled(_INFO):
                     audit.record("allowed", active.agent, scope, name)
                 return plain(*args, **kwargs)
 
@@ -182,3 +146,14 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
         return cast(Callable[P, R], wrapper)
 
     return decorate
+
+
+def check_scope(scope: str, *, what: str) -> None:
+    """Refuse unless the acting agent holds ``scope`` (for guards that are not decorators).
+
+    :param what: what is being guarded, for the message and the audit event.
+    :raises PermissionDeniedError: as ``@sudo`` with ``on_deny="raise"``.
+    """
+    denial = evaluate(validate_required_scope(scope), what)
+    if denial is not None:
+        Policy("raise").decide(denial, what, (), {})

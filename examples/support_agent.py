@@ -29,8 +29,11 @@ def delete_customer(customer_id: str) -> str:
 
 def main() -> int:
     """Try each tool once as the ambient agent; print what happened."""
-    agent = current_agent()
-    print(f"  [{agent.name if agent else 'nobody'}] running with scopes from AGENTSUDO_TOKEN")
+    try:
+        agent = current_agent()
+        print(f"  [{agent.name if agent else 'nobody'}] running with scopes from AGENTSUDO_TOKEN")
+    except PermissionDeniedError as exc:  # AGENTSUDO_TOKEN is set but refused
+        print(f"  [refused token] {exc}")
     denied = 0
     for tool, args in (
         (lookup_order, ("order_123",)),

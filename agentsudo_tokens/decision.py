@@ -1,0 +1,236 @@
+"""What happens when a guarded call is not plainly allowed: deny, audit, or ask.
+
+    def small_refunds_only(agent, scope, context):
+        return context.arguments["amount"] < 100     # arguments bound to parameter names
+
+    @sudo(scope="write:refunds", on_deny=small_refunds_only)
+    def process_refund(order_id, amount): ...
+
+``on_deny="raise"`` refuses; ``"log"`` (audit mode) records an
+``audit_violation`` and lets the call proceed; a callable (sync or ``async
+def``) approves by returning exactly ``True``, and anything else (``False``,
+a truthy non-``True`` value, an exception) refuses. An approver is asked only
+when a live, trusted session lacks the scope; no session, an expired or an
+untrusted session is refused without asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import audit
+from .agent import _Active, _active_session
+from .errors import ConfigError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["ApprovalContext", "Approver", "OnDeny", "Policy"]
+
+Approver = Callable[["Agent", str, "ApprovalContext"], bool | Awaitable[bool]]
+OnDeny = Literal["raise", "log"] | Approver
+
+
+@dataclass(frozen=True)
+class ApprovalContext(Mapping[str, Any]):
+    """What an approver sees of the call: the function and its arguments by name.
+
+    Also readable as a mapping (``context["function"]``, ``context["args"]``,
+    ``context["kwargs"]``), as the original library passed it.
+    """
+
+    function: str
+    arguments: Mapping[str, Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    reason: str = "not granted"
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ("function", "arguments", "args", "kwargs", "reason"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("function", "arguments", "args", "kwargs", "reason"))
+
+    def __len__(self) -> int:
+        return 5
+
+
+@dataclass(frozen=True)
+class _Denial:
+    """A call that is not plainly allowed, and why."""
+
+    active: _Active | None
+    error: PermissionDeniedError
+    approvable: bool  # a live, trusted session that lacks the scope
+
+
+def evaluate(scope: str, function: str) -> _Denial | None:
+    """``None`` when the acting agent holds ``scope`` (recorded as allowed); else the denial."""
+    active = _active_session()
+    if active is None:
+        return _Denial(
+            None,
+            PermissionDeniedError(
+                f"no active agent session for {function} (needs {scope!r}); "
+                "start a session or set AGENTSUDO_TOKEN",
+                scope=scope,
+                expected=scope,
+                found="no session",
+            ),
+            approvable=False,
+        )
+    name = active.agent.name
+    if not active.trusted:
+        error = PermissionDeniedError(
+            f"agent {name!r} is unsigned and this process requires signed sessions",
+            agent=name,
+            scope=scope,
+            expected="a verified token",
+            found="unsigned session",
+        )
+        return _Denial(active, error, approvable=False)
+    if time.monotonic() >= active.deadline:
+        error = PermissionDeniedError(
+            f"the session of agent {name!r} has expired (needed {scope!r} for {function})",
+            agent=name,
+            scope=scope,
+            expected="a live session",
+            found="expired session",
+        )
+        return _Denial(active, error, approvable=False)
+    if active.scopes.allows(scope):
+        audit.record("allowed", active.agent, scope, function)
+        return None
+    error = PermissionDeniedError(
+        f"agent {name!r} lacks scope {scope!r} for {function}",
+        agent=name,
+        scope=scope,
+        expected=scope,
+        found="not granted",
+    )
+    return _Denial(active, error, approvable=True)
+
+
+def _bind(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        bound = inspect.signature(target).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    return MappingProxyType(dict(bound.arguments))
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _resolve_in_sync_code(result: Any) -> Any:
+    """An async approver called from sync code: run it to completion here or in a helper thread."""
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(result))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a loop is running in this thread
+        runner = contextvars.copy_context().run
+        return pool.submit(runner, asyncio.run, _await(result)).result()
+
+
+class Policy:
+    """One guard's ``on_deny``, checked when the decorator is applied."""
+
+    __slots__ = ("mode", "approver", "target")
+
+    def __init__(self, on_deny: OnDeny, target: Callable[..., Any] | None = None) -> None:
+        if on_deny in ("raise", "log"):
+            self.mode: str = str(on_deny)
+            self.approver: Approver | None = None
+        elif callable(on_deny):
+            self.mode, self.approver = "ask", on_deny
+        else:
+            raise ConfigError(
+                f"on_deny: expected 'raise', 'log' or a callable, found {on_deny!r}",
+                expected="'raise', 'log' or callable",
+                found=repr(on_deny),
+            )
+        self.target = target
+
+    def _context(self, denial: _Denial, function: str, args: Any, kwargs: Any) -> ApprovalContext:
+        arguments = _bind(self.target, args, kwargs) if self.target is not None else None
+        if arguments is None:
+            raise self._refuse(denial, function, "the arguments do not fit the function")
+        return ApprovalContext(function, arguments, tuple(args), MappingProxyType(dict(kwargs)))
+
+    def _refuse(self, denial: _Denial, function: str, why: str) -> PermissionDeniedError:
+        error = denial.error
+        agent = denial.active.agent if denial.active is not None else None
+        audit.record("refused", agent, error.scope, function, why)
+        return PermissionDeniedError(
+            f"{error} (refused by approver: {why})",
+            agent=error.agent,
+            scope=error.scope,
+            expected=error.expected,
+            found="refused by approver",
+        )
+
+    def _settle(self, denial: _Denial, function: str, verdict: Any) -> None:
+        if verdict is True:
+            agent = denial.active.agent if denial.active is not None else None
+            audit.record("approved", agent, denial.error.scope, function)
+            return
+        raise self._refuse(denial, function, f"answered {type(verdict).__name__}, not True")
+
+    def _without_asking(self, denial: _Denial, function: str) -> bool:
+        """Handle what needs no approver; True when the call may proceed."""
+        agent = denial.active.agent if denial.active is not None else None
+        reason = str(denial.error.found)
+        if self.mode == "log":
+            audit.record("audit_violation", agent, denial.error.scope, function, reason)
+            return True
+        if self.mode == "raise" or not denial.approvable:
+            audit.record("denied", agent, denial.error.scope, function, reason)
+            raise denial.error
+        return False
+
+    def decide(self, denial: _Denial, function: str, args: Any, kwargs: Any) -> None:
+        """Return when the call may proceed; raise ``PermissionDeniedError`` otherwise."""
+        if self._without_asking(denial, function):
+            return
+        assert self.approver is not None and denial.active is not None
+        context = self._context(denial, function, args, kwargs)
+        try:
+            verdict = _resolve_in_sync_code(
+                self.approver(denial.active.agent, str(denial.error.scope), context)
+            )
+        except Exception as exc:
+            raise self._refuse(denial, function, f"approver raised {type(exc).__name__}") from exc
+        self._settle(denial, function, verdict)
+
+    async def decide_async(self, denial: _Denial, function: str, args: Any, kwargs: Any) -> None:
+        """As ``decide``, never blocking the event loop: a sync approver runs in a thread."""
+        if self._without_asking(denial, function):
+            return
+        assert self.approver is not None and denial.active is not None
+        context = self._context(denial, function, args, kwargs)
+        agent, scope = denial.active.agent, str(denial.error.scope)
+        try:
+            if inspect.iscoroutinefunction(self.approver):
+                verdict = await self.approver(agent, scope, context)
+            else:
+                verdict = await asyncio.to_thread(self.approver, agent, scope, context)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+        except Exception as exc:
+            raise self._refuse(denial, function, f"approver raised {type(exc).__name__}") from exc
+        self._settle(denial, function, verdict)

@@ -1,0 +1,5 @@
+"""Integrations with other packages; none is imported by ``agentsudo_tokens`` itself.
+
+    from agentsudo_tokens.integrations.pydantic import ScopedModel
+    from agentsudo_tokens.integrations.langchain import guard_tool
+"""
