@@ -121,9 +121,24 @@ def set_audit_log(path: str | Path | None) -> None:
         _sinks.configured = True
 
 
+def _listening(level: int) -> bool:
+    """True when a record at ``level`` would reach a real handler (not our NullHandler)."""
+    if not logger.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if not isinstance(handler, logging.NullHandler) and level >= handler.level:
+                return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 def would_record(outcome: str) -> bool:
     """True when an event with this outcome would reach anyone (cheap)."""
-    return _sinks.file is not None or logger.isEnabledFor(_LEVELS[outcome])
+    return _sinks.file is not None or _listening(_LEVELS[outcome])
 
 
 def record(
@@ -141,11 +156,14 @@ def record(
         _sinks.configure_from_env()
     level = _LEVELS[outcome]
     sink = _sinks.file
-    if sink is None and not logger.isEnabledFor(level):
+    listening = _listening(level)
+    if sink is None and not listening:
         return
     event = _event(outcome, agent, scope, function, reason)
     if sink is not None:
         sink.append(event.to_dict())
+    if not listening:
+        return
     logger.log(
         level,
         "%s agent=%s scope=%s function=%s",

@@ -108,12 +108,7 @@ class Settings:
     leeway: int = DEFAULT_LEEWAY
 
     def __post_init__(self) -> None:
-        if self.ttl > self.max_ttl:
-            raise ConfigError(
-                f"ttl: expected at most the maximum TTL {self.max_ttl}s, found {self.ttl}s",
-                expected=self.max_ttl,
-                found=self.ttl,
-            )
+        # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
         if not 0 <= self.leeway <= MAX_LEEWAY:
             raise ConfigError(
                 f"leeway: expected 0 to {MAX_LEEWAY} seconds, found {self.leeway}",
@@ -173,12 +168,13 @@ class Settings:
 def child_environment(token: str, *, jwks: str | None = None) -> dict[str, str]:
     """This process's environment plus ``AGENTSUDO_TOKEN`` (and ``AGENTSUDO_JWKS``) for a child.
 
-    A relative JWKS path is made absolute so the child finds it from any directory;
-    an ``AGENTSUDO_JWKS`` already set is kept.
+    An ``AGENTSUDO_JWKS`` already set wins over ``jwks``; a relative path is made
+    absolute so the child finds the keys from any directory.
     """
     env = dict(os.environ)
     env[TOKEN] = token
-    if jwks and not env.get(JWKS, "").strip():
-        is_url = jwks.startswith(("http://", "https://"))
-        env[JWKS] = jwks if is_url else str(Path(jwks).resolve())
+    source = env.get(JWKS, "").strip() or jwks
+    if source:
+        is_url = source.startswith(("http://", "https://"))
+        env[JWKS] = source if is_url else str(Path(source).resolve())
     return env

@@ -12,19 +12,22 @@ import pytest
 
 from agentsudo_tokens import Issuer, JwksFile, KeyDirectory, Verifier
 from agentsudo_tokens.agent import _policy
+from agentsudo_tokens.audit import _sinks
 
 
 @pytest.fixture(autouse=True)
 def _fresh_process_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees another's ambient agent, default verifier or AGENTSUDO_* variables."""
+    """No test sees another's ambient agent, verifier, audit file or AGENTSUDO_* variables."""
     import os
 
     for name in list(os.environ):
         if name.startswith("AGENTSUDO_"):
             monkeypatch.delenv(name)
     _policy.reset()
+    _sinks.reset()
     yield
     _policy.reset()
+    _sinks.reset()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from ._common import JSON_META
+from .audit_cmd import audit
 from .inspect_cmd import inspect_token
 from .issue_cmd import issue
 from .keys_cmd import keys
@@ -91,6 +92,7 @@ cli.add_command(issue)
 cli.add_command(verify)
 cli.add_command(inspect_token)
 cli.add_command(run)
+cli.add_command(audit)
 
 
 def _setup_logging() -> None:

@@ -43,16 +43,18 @@ def run(
     current = settings(keys_dir=keys_dir)
     minted = mint(agent, scopes, ttl, aud, keys_dir)
     env = child_environment(minted.token, jwks=str(current.jwks_source))
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets Ctrl-C itself
     try:
-        completed = subprocess.run(list(command), env=env, check=False)
+        child = subprocess.Popen(list(command), env=env)
     except FileNotFoundError:
         click.echo(f"agentsudo: command not found: {command[0]}", err=True)
         raise SystemExit(127) from None
     except PermissionError:
         click.echo(f"agentsudo: cannot execute: {command[0]}", err=True)
         raise SystemExit(126) from None
+    # Ctrl-C reaches the child (same process group); we wait for it to decide, like sudo.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-    code = completed.returncode
     raise SystemExit(128 - code if code < 0 else code)

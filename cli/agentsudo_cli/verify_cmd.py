@@ -39,7 +39,8 @@ def verify(
     current = settings(keys_dir=keys_dir, jwks=jwks, audience=aud)
     for scope in required:
         validate_required_scope(scope)
-    claims = Verifier.from_settings(current).verify(read_token(token, current))
+    presented = read_token(token, current)
+    claims = Verifier.from_settings(current).verify(presented)
     for scope in required:
         if not claims.scopes.allows(scope):
             raise PermissionDeniedError(
