@@ -10,9 +10,10 @@ with Agent(name="SupportBot", scopes=["write:refunds"]).start_session():
 """
 
 from .agent import Agent, Session, current_agent, require_signed_sessions
-from .audit import AuditEvent
+from .audit import AuditEvent, set_audit_log
 from .claims import UnverifiedClaims, VerifiedClaims
 from .config import Settings
+from .decision import ApprovalContext
 from .errors import (
     AgentSudoError,
     BadSignatureError,
@@ -29,7 +30,7 @@ from .errors import (
     WrongAudienceError,
     WrongIssuerError,
 )
-from .guard import sudo
+from .guard import check_scope, sudo
 from .issuer import IssuedToken, Issuer
 from .jwks import JwksFile, KeySet
 from .keydir import KeyDirectory, KeyInfo
@@ -43,6 +44,7 @@ __all__ = [
     "ALGORITHMS",
     "Agent",
     "AgentSudoError",
+    "ApprovalContext",
     "AuditEvent",
     "BadSignatureError",
     "ConfigError",
@@ -72,8 +74,10 @@ __all__ = [
     "WrongAudienceError",
     "WrongIssuerError",
     "__version__",
+    "check_scope",
     "current_agent",
     "decode_unverified",
     "require_signed_sessions",
+    "set_audit_log",
     "sudo",
 ]

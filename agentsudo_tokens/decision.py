@@ -189,7 +189,8 @@ class Policy:
             agent = denial.active.agent if denial.active is not None else None
             audit.record("approved", agent, denial.error.scope, function)
             return
-        raise self._refuse(denial, function, f"answered {type(verdict).__name__}, not True")
+        why = "said no" if verdict is False else f"answered {type(verdict).__name__}, not True"
+        raise self._refuse(denial, function, why)
 
     def _without_asking(self, denial: _Denial, function: str) -> bool:
         """Handle what needs no approver; True when the call may proceed."""
