@@ -16,12 +16,10 @@ untrusted session is refused without asking.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -138,6 +136,9 @@ def _resolve_in_sync_code(result: Any) -> Any:
     """An async approver called from sync code: run it to completion here or in a helper thread."""
     if not inspect.isawaitable(result):
         return result
+    import asyncio  # only async approvers need it; keeps `import agentsudo_tokens` light
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -223,6 +224,8 @@ class Policy:
         if self._without_asking(denial, function):
             return
         assert self.approver is not None and denial.active is not None
+        import asyncio
+
         context = self._context(denial, function, args, kwargs)
         agent, scope = denial.active.agent, str(denial.error.scope)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -30,13 +31,31 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 
 def test_all_matches_the_public_names() -> None:
-    public = {
-        name
-        for name in vars(agentsudo_tokens)
-        if not name.startswith("_") and not isinstance(getattr(agentsudo_tokens, name), type(re))
-    }
-    assert set(agentsudo_tokens.__all__) == public | {"__version__"}
+    exported = set(agentsudo_tokens._EXPORTS)
+    assert set(agentsudo_tokens.__all__) == exported | {"__version__"}
     assert list(agentsudo_tokens.__all__) == sorted(agentsudo_tokens.__all__)
+    for name in agentsudo_tokens.__all__:  # every name resolves, from the module it names
+        value = getattr(agentsudo_tokens, name)
+        if name != "__version__":
+            module = importlib.import_module(f"agentsudo_tokens.{agentsudo_tokens._EXPORTS[name]}")
+            assert getattr(module, name) is value
+    assert dir(agentsudo_tokens) == sorted(agentsudo_tokens.__all__)
+
+
+def test_the_type_checking_imports_match_the_exports() -> None:
+    source = (ROOT / "agentsudo_tokens" / "__init__.py").read_text()
+    block = source.split("if TYPE_CHECKING:", 1)[1].split("\n\n", 1)[0]
+    imported = set(re.findall(r"\b([A-Za-z_]\w*)\b(?=,|\n|$)", block)) - {"import"}
+    assert set(agentsudo_tokens._EXPORTS) <= imported
+
+
+def test_importing_the_package_loads_no_submodule() -> None:
+    code = (
+        "import agentsudo_tokens, sys; "
+        "print(sorted(m for m in sys.modules if m.startswith('agentsudo_tokens.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_keys_directory_tracks_only_readme_and_gitignore() -> None:
