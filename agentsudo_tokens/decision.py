@@ -63,13 +63,17 @@ class ApprovalContext(Mapping[str, Any]):
         return 5
 
 
-@dataclass(frozen=True)
 class _Denial:
-    """A call that is not plainly allowed, and why."""
+    """A call that is not plainly allowed, and why (a slotted class: the denied path is hot)."""
 
-    active: _Active | None
-    error: PermissionDeniedError
-    approvable: bool  # a live, trusted session that lacks the scope
+    __slots__ = ("active", "error", "approvable")
+
+    def __init__(
+        self, active: _Active | None, error: PermissionDeniedError, approvable: bool
+    ) -> None:
+        self.active = active
+        self.error = error
+        self.approvable = approvable  # a live, trusted session that lacks the scope
 
 
 def evaluate(scope: str, function: str) -> _Denial | None:
@@ -85,7 +89,7 @@ def evaluate(scope: str, function: str) -> _Denial | None:
                 expected=scope,
                 found="no session",
             ),
-            approvable=False,
+            False,
         )
     name = active.agent.name
     if not active.trusted:
@@ -96,7 +100,7 @@ def evaluate(scope: str, function: str) -> _Denial | None:
             expected="a verified token",
             found="unsigned session",
         )
-        return _Denial(active, error, approvable=False)
+        return _Denial(active, error, False)
     if time.monotonic() >= active.deadline:
         error = PermissionDeniedError(
             f"the session of agent {name!r} has expired (needed {scope!r} for {function})",
@@ -105,7 +109,7 @@ def evaluate(scope: str, function: str) -> _Denial | None:
             expected="a live session",
             found="expired session",
         )
-        return _Denial(active, error, approvable=False)
+        return _Denial(active, error, False)
     if active.scopes.allows(scope):
         audit.record("allowed", active.agent, scope, function)
         return None
@@ -116,7 +120,7 @@ def evaluate(scope: str, function: str) -> _Denial | None:
         expected=scope,
         found="not granted",
     )
-    return _Denial(active, error, approvable=True)
+    return _Denial(active, error, True)
 
 
 def _bind(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
