@@ -232,11 +232,15 @@ class Session:
                 expected="a verified token",
                 found="in-process agent",
             )
-        self._active = active
-        self._reset = _current.set(active)
         from .audit import emit_session
 
-        emit_session("session_start", self.agent)
+        reset = _current.set(active)
+        try:
+            emit_session("session_start", self.agent)
+        except BaseException:
+            _current.reset(reset)  # a session that could not be recorded never starts
+            raise
+        self._active, self._reset = active, reset
         return self.agent
 
     def __exit__(

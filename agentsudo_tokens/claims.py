@@ -41,6 +41,7 @@ HEADER_PARAMETERS = frozenset({"alg", "typ", "kid"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope")
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_NAME = 256
+MAX_AUDIENCES = 32
 _REFUSED_CLAIMS = ("cnf",)  # proof of possession is not supported yet: fail closed
 _COMPILED_LIMIT = 1024
 _COMPILED_SCOPES: dict[str, ScopeSet] = {}  # scope claim -> its compiled, immutable ScopeSet
@@ -115,11 +116,11 @@ def _audience(claims: dict[str, Any]) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if (
         not isinstance(items, list)
-        or not 1 <= len(items) <= 32
+        or not 1 <= len(items) <= MAX_AUDIENCES
         or not all(isinstance(item, str) and 0 < len(item) <= MAX_NAME for item in items)
     ):
         raise MalformedTokenError(
-            "claim 'aud': expected a string or a list of 1 to 32 strings",
+            f"claim 'aud': expected a string or a list of 1 to {MAX_AUDIENCES} strings",
             expected="str or list[str]",
             found=type(value).__name__,
         )
@@ -229,6 +230,12 @@ def check_claims(
             f"expected a lifetime (exp - iat) of 1 to {max_ttl}s, found {lifetime}s",
             expected=max_ttl,
             found=lifetime,
+        )
+    if nbf > exp:
+        raise MalformedTokenError(
+            f"expected nbf at or before exp, found nbf {nbf - exp}s after exp",
+            expected="nbf <= exp",
+            found=nbf,
         )
     if now >= exp + leeway:
         raise ExpiredTokenError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .claims import MAX_NAME, TOKEN_TYPE
+from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, TOKEN_TYPE
 from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_MAX_TTL, DEFAULT_TTL, Settings
 from .errors import ConfigError, InvalidScopeError
 from .jws import MAX_TOKEN_BYTES, encode
@@ -136,9 +136,15 @@ class Issuer:
             aud_claim = _name(aud, "audience")
         else:
             aud_claim = [_name(item, "audience") for item in aud]
-            if not aud_claim:
-                raise ConfigError("audience: expected at least one", expected=">=1")
+            if not 1 <= len(aud_claim) <= MAX_AUDIENCES:
+                raise ConfigError(
+                    f"audience: expected 1 to {MAX_AUDIENCES}, found {len(aud_claim)}",
+                    expected=MAX_AUDIENCES,
+                    found=len(aud_claim),
+                )
         issued = int(time.time() if now is None else now)
+        if not 0 <= issued <= MAX_TIME - lifetime:
+            raise ConfigError(f"now: expected a time in the token range, found {issued}")
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,

@@ -5,8 +5,8 @@
     source = JwksFile("keys/jwks.json")        # re-read when the file changes
 
 A verifier asks its key source for one ``kid`` at a time. ``KeySet`` is fixed;
-``JwksFile`` re-reads its file when the file changes (checked at most once a
-``check_interval``), so a rotation is picked up by running verifiers and a
+``JwksFile`` re-reads its file at most once a ``check_interval`` and re-parses
+it when it changed, so a rotation is picked up by running verifiers and a
 retired key stops verifying.
 """
 
@@ -89,7 +89,8 @@ class KeySet(Mapping[str, PublicKey]):
         """The JWK Set as a JSON-ready dict."""
         return {"keys": [key.to_jwk() for key in self._keys.values()]}
 
-    def get(self, kid: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, kid: str, default: Any = None) -> Any:
+        """The key with this ``kid``, or ``default``."""
         return self._keys.get(kid, default)
 
     def __getitem__(self, kid: str) -> PublicKey:
@@ -106,35 +107,32 @@ class KeySet(Mapping[str, PublicKey]):
 
 
 class JwksFile:
-    """A JWKS file, re-read when its modification time or size changes.
+    """A JWKS file, re-read at most once a ``check_interval`` and re-parsed when it changed.
 
-    The first read happens at construction, so a missing or broken file is
-    reported at once. A later broken read keeps the last good key set.
+    Changes are found by content, not by modification time and size: a rewrite
+    can keep the size and land within one coarse timestamp tick. The first
+    read happens at construction, so a missing or broken file is reported at
+    once. A later broken read keeps the last good key set.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, check_interval: float = 1.0) -> None:
         self.path = Path(path)
         self.check_interval = check_interval
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._keys = self._read()
+        self._data = self._read_bytes()
+        self._keys = KeySet.from_json(self._data)
+        self._checked = time.monotonic()
 
-    def _read(self) -> KeySet:
+    def _read_bytes(self) -> bytes:
         try:
-            stat = self.path.stat()
             with self.path.open("rb") as handle:
-                data = handle.read(MAX_JWKS_BYTES + 1)
+                return handle.read(MAX_JWKS_BYTES + 1)
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the public keys at {self.path}: {exc.strerror or exc}",
                 expected="a JWKS file",
                 found=str(self.path),
             ) from exc
-        keys = KeySet.from_json(data)
-        self._stamp = (stat.st_mtime_ns, stat.st_size)
-        self._checked = time.monotonic()
-        return keys
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -145,18 +143,17 @@ class JwksFile:
                 return
             self._checked = now
             try:
-                stat = self.path.stat()
-                if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                    self._keys = self._read()
+                data = self._read_bytes()
+                if data != self._data:
+                    self._keys, self._data = KeySet.from_json(data), data
             except ConfigError:
                 return  # keep the last good key set
-            except OSError:
-                return
 
     def get(self, kid: str) -> PublicKey | None:
-        """The key with this ``kid`` from the file as it is now (checked at most once a second)."""
+        """The key with this ``kid`` from the file as it is now (checked once a check_interval)."""
         self._refresh()
-        return self._keys.get(kid)
+        key: PublicKey | None = self._keys.get(kid)
+        return key
 
     @property
     def keys(self) -> KeySet:

@@ -47,7 +47,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, strict=True
 )
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner: no whitespace, no copy
 
 
 # With 2 or 3 characters in the last quantum, the unused low bits must be zero (canonical).

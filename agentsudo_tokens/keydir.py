@@ -14,6 +14,7 @@ half-written directory.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime
 import fcntl
@@ -110,6 +111,7 @@ class KeyDirectory:
             keydir.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create key directory {keydir.path}: {exc.strerror}") from exc
+        keydir._check_directory()
         with keydir._locked():
             if (keydir.path / _STATE).exists():
                 raise ConfigError(
@@ -181,9 +183,24 @@ class KeyDirectory:
         self._write_state([*demoted, info], publics)
         return info
 
+    def _check_directory(self) -> None:
+        """Refuse a key directory others may write to: they could swap keys or jwks.json."""
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        except OSError as exc:
+            raise ConfigError(f"cannot read key directory {self.path}: {exc.strerror}") from exc
+        if mode & 0o022:
+            raise ConfigError(
+                f"key directory {self.path} is writable by others (mode {mode:04o}); "
+                "expected 0700 or 0755: run chmod go-w on it",
+                expected="not group/world-writable",
+                found=f"{mode:04o}",
+            )
+
     def _load(self, kid: str) -> SigningKey:
         if not _KID.fullmatch(kid):
             raise ConfigError(f"not a key id: {kid!r}")
+        self._check_directory()
         path = self.path / f"{kid}.pem"
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -271,6 +288,6 @@ class KeyDirectory:
                 (self.path / f"{kid}.pem").unlink()
             return retired
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> builtins.list[dict[str, Any]]:
         """The key records as JSON-ready dicts."""
         return [asdict(info) for info in self._read_state()]

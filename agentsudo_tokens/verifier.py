@@ -29,6 +29,7 @@ from .errors import (
 )
 from .jwks import KeySet, KeySource, load_key_source
 from .jws import decode_json_part, split
+from .keys import PublicKey
 
 __all__ = ["Verifier", "decode_unverified"]
 
@@ -80,7 +81,7 @@ class Verifier:
         self.max_ttl = max_ttl
         self.cache_size = cache_size
         self._clock = clock
-        self._cache: dict[str, VerifiedClaims] = {}
+        self._cache: dict[str, tuple[VerifiedClaims, PublicKey]] = {}
         self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -113,17 +114,11 @@ class Verifier:
         :raises InvalidTokenError: the subclass naming why the token was refused.
         """
         expected_audience = self.audience if audience is None else audience
-        cached = self._cache.get(token) if isinstance(token, str) else None
-        if cached is not None:
-            if (
-                self._clock() < cached.expires_at + self.leeway
-                and expected_audience in cached.audience
-                and self.keys.get(cached.kid) is not None
-            ):
+        try:  # the cache look-up asks the key source too: its surprises are rejections as well
+            cached = self._cached(token, expected_audience)
+            if cached is not None:
                 return cached
-            self._cache.pop(token, None)
-        try:
-            claims = self._verify(token, expected_audience)
+            claims, key = self._verify(token, expected_audience)
         except InvalidTokenError:
             raise
         except AgentSudoError as exc:
@@ -133,10 +128,24 @@ class Verifier:
                 f"token refused: unexpected {type(exc).__name__} while verifying"
             ) from exc
         if self.cache_size > 0:
-            self._remember(token, claims)
+            self._remember(token, claims, key)
         return claims
 
-    def _verify(self, token: str, audience: str) -> VerifiedClaims:
+    def _cached(self, token: str, audience: str) -> VerifiedClaims | None:
+        """The cached result while unexpired, for this audience, its key still trusted."""
+        entry = self._cache.get(token) if isinstance(token, str) else None
+        if entry is None:
+            return None
+        claims, key = entry
+        if self._clock() < claims.expires_at + self.leeway and audience in claims.audience:
+            trusted = self.keys.get(claims.kid)  # None once retired; another key if replaced
+            if trusted is key or trusted == key:
+                return claims
+        with self._cache_lock:  # never while _remember walks the cache
+            self._cache.pop(token, None)
+        return None
+
+    def _verify(self, token: str, audience: str) -> tuple[VerifiedClaims, PublicKey]:
         parts = split(token)
         kid, alg = _header(parts.header)
         key = self.keys.get(kid)
@@ -159,7 +168,7 @@ class Verifier:
                 found="invalid signature",
             )
         payload = decode_json_part(parts.payload, "payload")
-        return check_claims(
+        claims = check_claims(
             payload,
             kid=kid,
             alg=alg,
@@ -169,17 +178,19 @@ class Verifier:
             leeway=self.leeway,
             max_ttl=self.max_ttl,
         )
+        return claims, key
 
-    def _remember(self, token: str, claims: VerifiedClaims) -> None:
+    def _remember(self, token: str, claims: VerifiedClaims, key: PublicKey) -> None:
         with self._cache_lock:
             cache = self._cache
             if len(cache) >= self.cache_size:
                 now = self._clock()
-                for stale in [t for t, c in cache.items() if c.expires_at + self.leeway <= now]:
+                expired = [t for t, (c, _) in cache.items() if c.expires_at + self.leeway <= now]
+                for stale in expired:
                     del cache[stale]
                 while len(cache) >= self.cache_size:
                     del cache[next(iter(cache))]
-            cache[token] = claims
+            cache[token] = (claims, key)
 
     def forget(self, token: str | None = None) -> None:
         """Drop one token (or every token) from the cache of verified tokens."""

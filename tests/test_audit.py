@@ -14,7 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from agentsudo_cli.main import cli
-from agentsudo_tokens import Agent, ConfigError, Issuer, PermissionDeniedError, Verifier, sudo
+from agentsudo_tokens import (
+    Agent,
+    ConfigError,
+    Issuer,
+    PermissionDeniedError,
+    Verifier,
+    current_agent,
+    sudo,
+)
 from agentsudo_tokens.audit import set_audit_log
 from agentsudo_tokens.audit_file import GENESIS, AuditFile, read_events, verify_chain
 
@@ -85,17 +93,27 @@ def test_the_file_comes_from_the_environment_and_holds_no_token(
 
 
 def test_an_unwritable_audit_file_fails_closed(tmp_path: Path) -> None:
-    set_audit_log(tmp_path / "missing-dir" / "audit.jsonl")
     ran: list[int] = []
 
     @sudo(scope="write:refunds")
     def refund() -> None:
         ran.append(1)
 
+    with Agent("SupportBot", ["write:refunds"]).start_session():
+        set_audit_log(tmp_path / "missing-dir" / "audit.jsonl")
+        with pytest.raises(ConfigError, match="audit log"):
+            refund()
+        set_audit_log(None)
+    assert ran == []
+
+
+def test_a_session_that_cannot_be_recorded_never_starts(tmp_path: Path) -> None:
+    set_audit_log(tmp_path / "missing-dir" / "audit.jsonl")
     with pytest.raises(ConfigError, match="audit log"):
         with Agent("SupportBot", ["write:refunds"]).start_session():
-            refund()
-    assert ran == []
+            pytest.fail("the body must not run")
+    set_audit_log(None)
+    assert current_agent() is None  # nothing leaked into the context
 
 
 def test_threads_write_whole_lines(tmp_path: Path) -> None:

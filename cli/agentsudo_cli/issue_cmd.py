@@ -46,7 +46,7 @@ def mint(
     granted = scopes_from(scopes)
     if "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
-    issuer = Issuer.from_settings(settings(keys_dir=keys_dir))
+    issuer = Issuer.from_settings(settings(keys_dir=keys_dir, ttl=ttl))  # the flag beats the env
     audience = list(aud) if len(aud) > 1 else (aud[0] if aud else None)
     return issuer.issue(agent, granted, ttl=ttl, audience=audience)
 

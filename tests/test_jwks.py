@@ -1,0 +1,178 @@
+"""JWK Sets and the JWKS file a running verifier keeps reading."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentsudo_tokens import ConfigError, JwksFile, KeyDirectory, KeySet, PublicKey, SigningKey
+from agentsudo_tokens.jwks import MAX_JWKS_BYTES, load_key_source
+
+
+def _jwk(kind: str = "EdDSA", **changes: Any) -> dict[str, Any]:
+    jwk: dict[str, Any] = dict(SigningKey.generate(kind).public.to_jwk())
+    jwk.update(changes)
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+def test_from_dict_keeps_signing_keys_of_both_algorithms() -> None:
+    ed, ec = _jwk("EdDSA"), _jwk("ES256")
+    keys = KeySet.from_dict({"keys": [ed, ec]})
+    assert set(keys) == {ed["kid"], ec["kid"]} and len(keys) == 2
+    assert isinstance(keys[ed["kid"]], PublicKey)
+    assert keys.get(ec["kid"]).alg == "ES256"
+    assert keys.get("missing") is None
+    assert KeySet.from_dict(keys.to_dict()) == keys
+
+
+@pytest.mark.parametrize(
+    "ignored",
+    [
+        pytest.param(_jwk(use="enc"), id="use-enc"),
+        pytest.param(_jwk(key_ops=["sign"]), id="key-ops-sign-only"),
+        pytest.param(_jwk(key_ops=[]), id="key-ops-empty"),
+        pytest.param(_jwk(key_ops="verify"), id="key-ops-not-a-list"),
+        pytest.param(_jwk(alg="RS256"), id="alg-rs256"),
+        pytest.param(_jwk(alg="HS256"), id="alg-hs256"),
+        pytest.param(_jwk(alg="none"), id="alg-none"),
+        pytest.param(_jwk(alg=None), id="alg-missing"),
+        pytest.param(
+            {"kty": "RSA", "kid": "r", "alg": "RS256", "n": "AQAB", "e": "AQAB"}, id="rsa"
+        ),
+    ],
+)
+def test_from_dict_ignores_keys_not_for_our_signatures(ignored: dict[str, Any]) -> None:
+    kept = _jwk()
+    keys = KeySet.from_dict({"keys": [ignored, kept]})
+    assert list(keys) == [kept["kid"]]
+    with pytest.raises(ConfigError):  # and alone, it leaves nothing usable
+        KeySet.from_dict({"keys": [ignored]})
+
+
+def test_from_dict_accepts_explicit_use_and_key_ops() -> None:
+    jwk = _jwk(use="sig", key_ops=["verify"])
+    assert list(KeySet.from_dict({"keys": [jwk]})) == [jwk["kid"]]
+    no_use = _jwk(use=None)
+    assert list(KeySet.from_dict({"keys": [no_use]})) == [no_use["kid"]]
+
+
+def test_a_duplicate_kid_is_refused() -> None:
+    first = _jwk()
+    second = _jwk(kid=first["kid"])
+    with pytest.raises(ConfigError):
+        KeySet.from_dict({"keys": [first, second]})
+    with pytest.raises(ConfigError):
+        KeySet.from_dict({"keys": [first, first]})
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [
+        pytest.param({"keys": []}, id="no-keys"),
+        pytest.param({}, id="no-keys-member"),
+        pytest.param({"keys": {}}, id="keys-not-a-list"),
+        pytest.param([], id="not-an-object"),
+        pytest.param({"keys": ["x"]}, id="key-not-an-object"),
+        pytest.param({"keys": [_jwk(d="nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")]}, id="d"),
+    ],
+)
+def test_a_set_without_a_usable_key_is_refused(jwks: Any) -> None:
+    with pytest.raises(ConfigError):
+        KeySet.from_dict(jwks)
+
+
+def test_a_private_member_next_to_good_keys_fails_the_whole_set() -> None:
+    leaked = _jwk(d="nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+    with pytest.raises(ConfigError) as info:
+        KeySet.from_dict({"keys": [_jwk(), leaked]})
+    assert "nWGxne" not in str(info.value)
+
+
+def test_from_json_refuses_non_json_and_huge_input() -> None:
+    for text in ("", "{", "not json", b"\xff\xfe", '{"keys": [NaN]}'):
+        with pytest.raises(ConfigError):
+            KeySet.from_json(text)
+    huge = json.dumps({"keys": [_jwk()], "pad": "x" * MAX_JWKS_BYTES})
+    with pytest.raises(ConfigError):
+        KeySet.from_json(huge)
+
+
+def test_keyset_repr_shows_kids_only() -> None:
+    jwk = _jwk()
+    assert repr(KeySet.from_dict({"keys": [jwk]})) == f"KeySet([{jwk['kid']!r}])"
+
+
+# -- JwksFile -----------------------------------------------------------------------
+
+
+def test_a_missing_or_broken_file_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        JwksFile(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ConfigError):
+        JwksFile(broken)
+
+
+def test_jwks_file_picks_up_rotation_and_retirement(key_dir: KeyDirectory) -> None:
+    source = JwksFile(key_dir.jwks_path, check_interval=0)
+    old = key_dir.active().kid
+    assert list(source.keys) == [old]
+    new = key_dir.rotate().kid
+    assert source.get(new) is not None and source.get(old) is not None
+    key_dir.retire(old)
+    assert source.get(old) is None
+    assert list(source.keys) == [new]
+
+
+def test_jwks_file_checks_at_most_once_per_interval(key_dir: KeyDirectory) -> None:
+    source = JwksFile(key_dir.jwks_path, check_interval=3600)
+    new = key_dir.rotate().kid
+    assert source.get(new) is None  # not looked at again within the hour
+    source.check_interval = 0
+    assert source.get(new) is not None
+
+
+def test_jwks_file_keeps_the_last_good_set(key_dir: KeyDirectory) -> None:
+    source = JwksFile(key_dir.jwks_path, check_interval=0)
+    kid = key_dir.active().kid
+    good = key_dir.jwks_path.read_text()
+    for garbage in ("{ not json", '{"keys": []}', "", json.dumps({"keys": [_jwk(d="AAAA")]})):
+        key_dir.jwks_path.write_text(garbage)
+        assert source.get(kid) is not None
+        assert list(source.keys) == [kid]
+    key_dir.jwks_path.unlink()
+    assert source.get(kid) is not None
+    other = _jwk()
+    key_dir.jwks_path.write_text(json.dumps({"keys": [other]}))
+    assert source.get(other["kid"]) is not None  # a good file again is picked up
+    assert source.get(kid) is None
+    key_dir.jwks_path.write_text(good)
+    assert source.get(kid) is not None
+
+
+def test_jwks_file_notices_a_change_of_content_with_the_same_size(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    first, second = _jwk(), _jwk()
+    path.write_text(json.dumps({"keys": [first]}))
+    source = JwksFile(path, check_interval=0)
+    path.write_text(json.dumps({"keys": [second]}))
+    assert path.stat().st_size == len(json.dumps({"keys": [first]}))
+    assert source.get(second["kid"]) is not None
+    assert source.get(first["kid"]) is None
+
+
+def test_load_key_source(key_dir: KeyDirectory) -> None:
+    source = load_key_source(str(key_dir.jwks_path))
+    assert isinstance(source, JwksFile)
+    assert source.get(key_dir.active().kid) is not None
+    assert repr(source) == f"JwksFile({str(key_dir.jwks_path)!r})"
+    for url in ("https://issuer.example/jwks.json", "http://issuer.example/jwks.json"):
+        with pytest.raises(ConfigError):
+            load_key_source(url)
+    with pytest.raises(ConfigError):
+        load_key_source(os.fspath(key_dir.path / "nope.json"))
