@@ -295,3 +295,12 @@ def test_cli_audit_show_reads_the_variable(tmp_path: Path, monkeypatch: pytest.M
     done = CliRunner().invoke(cli, ["audit", "show", "--json"])
     assert done.exit_code == 0 and len(done.stdout.splitlines()) == 5
     assert list(read_events(log))[0]["n"] == 0
+
+
+def test_event_dict_has_every_field() -> None:
+    from dataclasses import fields
+
+    from agentsudo_tokens.audit import AuditEvent
+
+    event = AuditEvent("t", "allowed", "A", "j", "s", "f", True, "r")
+    assert set(event.to_dict()) == {f.name for f in fields(AuditEvent)}
