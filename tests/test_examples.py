@@ -41,3 +41,19 @@ def test_approval_refunds() -> None:
     assert "refunded $40 on order_1" in out
     assert "refused: agent 'SupportBot' lacks scope 'write:refunds'" in out
     assert "$5000 -> False" in out
+
+
+def test_mcp_server_demo() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "mcp_server.py"), "--demo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "allowed  issue_refund" in done.stdout
+    assert "requires scope 'delete:customer'" in done.stdout
+    assert "read:orders write:refunds" not in done.stdout.split("DENIED", 1)[1]
+    assert "401" in done.stdout

@@ -2,4 +2,5 @@
 
     from agentsudo_tokens.integrations.pydantic import ScopedModel
     from agentsudo_tokens.integrations.langchain import guard_tool
+    from agentsudo_tokens.integrations.mcp import AgentSudoTokenVerifier, guarded_tool
 """
