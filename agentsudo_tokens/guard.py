@@ -60,7 +60,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
         if _is_langchain_tool(func):
             from .integrations.langchain import guard_tool
 
-            return guard_tool(func, scope, on_deny=on_deny)  # type: ignore[no-any-return]
+            return guard_tool(func, scope, on_deny=on_deny)  # type: ignore[type-var]
         if not callable(func):
             raise ConfigError(f"@sudo expects a callable, found {type(func).__name__}")
         name = getattr(func, "__qualname__", repr(func))
