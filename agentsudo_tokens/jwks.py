@@ -3,11 +3,13 @@
     keys = KeySet.from_dict(json.load(open("keys/jwks.json")))
     keys.get("some-kid")                       # PublicKey or None
     source = JwksFile("keys/jwks.json")        # re-read when the file changes
+    source = load_key_source(url_or_path)      # JwksUrl (jwks_remote.py) or JwksFile
 
 A verifier asks its key source for one ``kid`` at a time. ``KeySet`` is fixed;
 ``JwksFile`` re-reads its file at most once a ``check_interval`` and re-parses
 it when it changed, so a rotation is picked up by running verifiers and a
-retired key stops verifying.
+retired key stops verifying. ``JwksUrl`` (in ``jwks_remote``) fetches a JWKS
+by URL with a bounded cache lifetime.
 """
 
 from __future__ import annotations
@@ -165,15 +167,30 @@ class JwksFile:
         return f"JwksFile({str(self.path)!r})"
 
 
-def load_key_source(source: str) -> KeySource:
-    """A key source for ``AGENTSUDO_JWKS``: a JWKS file path.
+def load_key_source(
+    source: str,
+    *,
+    max_age: float | None = None,
+    min_refetch_interval: float | None = None,
+) -> KeySource:
+    """A key source for ``AGENTSUDO_JWKS``: a ``JwksUrl`` for a URL, else a ``JwksFile``.
 
-    :raises ConfigError: the source cannot be read or holds no usable key.
+    A URL must be ``https://`` (``http://`` only for a loopback host); it is
+    fetched once now. ``max_age`` and ``min_refetch_interval`` tune a URL's
+    cache (see ``JwksUrl``; ``None`` keeps its defaults) and are ignored for a file.
+
+    :raises ConfigError: the source cannot be read or fetched, or holds no usable key.
     """
-    if source.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"JWKS by URL is not supported yet; expected a file path, found {source!r}",
-            expected="file path",
-            found=source,
+    if source.partition(":")[0].lower() in ("http", "https"):
+        from . import jwks_remote
+
+        return jwks_remote.JwksUrl(
+            source,
+            max_age=jwks_remote.DEFAULT_MAX_AGE if max_age is None else max_age,
+            min_refetch_interval=(
+                jwks_remote.DEFAULT_MIN_REFETCH_INTERVAL
+                if min_refetch_interval is None
+                else min_refetch_interval
+            ),
         )
     return JwksFile(source)

@@ -171,8 +171,7 @@ def test_load_key_source(key_dir: KeyDirectory) -> None:
     assert isinstance(source, JwksFile)
     assert source.get(key_dir.active().kid) is not None
     assert repr(source) == f"JwksFile({str(key_dir.jwks_path)!r})"
-    for url in ("https://issuer.example/jwks.json", "http://issuer.example/jwks.json"):
-        with pytest.raises(ConfigError):
-            load_key_source(url)
+    with pytest.raises(ConfigError, match="loopback|https"):  # refused before any network
+        load_key_source("http://issuer.example/jwks.json")
     with pytest.raises(ConfigError):
         load_key_source(os.fspath(key_dir.path / "nope.json"))

@@ -1,4 +1,4 @@
-"""``agentsudo keys``: init, rotate, list, jwks, retire."""
+"""``agentsudo keys``: init, rotate, list, jwks, retire, serve."""
 
 from __future__ import annotations
 
@@ -77,3 +77,43 @@ def retire(kid: str, keys_dir: Path | None) -> None:
     """Stop trusting KID: drop it from jwks.json and delete its private key."""
     _directory(keys_dir).retire(kid)
     click.echo(f"retired {kid}: tokens signed by it no longer verify", err=True)
+
+
+@keys.command("serve")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--public", is_flag=True, help="Allow a --host other than a loopback address.")
+@keys_dir_option
+def serve(port: int, host: str, public: bool, keys_dir: Path | None) -> None:
+    """Serve the public keys at /.well-known/jwks.json until Ctrl-C (for local setups).
+
+    Verifiers point AGENTSUDO_JWKS at the printed URL. jwks.json is re-read on
+    every request, so rotate and retire show up at once; nothing else in the
+    key directory is ever served.
+    """
+    from agentsudo_tokens.jwks_remote import is_loopback_host, serve_jwks
+
+    directory = _directory(keys_dir)
+    directory.list()  # no key directory: fail now, not at the first request
+    directory.public_keys()
+    if not is_loopback_host(host):
+        if not public:
+            raise click.UsageError(
+                f"--host {host} is not a loopback address; add --public to serve beyond this host"
+            )
+        click.echo(
+            f"warning: serving public keys on {host} over plain http; verifiers on other "
+            "hosts accept only https, so put a TLS proxy in front",
+            err=True,
+        )
+    server = serve_jwks(directory.public_keys, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving http://{shown}:{server.server_address[1]}/.well-known/jwks.json", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        server.server_close()
