@@ -37,7 +37,8 @@ GITIGNORE = "*\n!.gitignore\n!README.md\n"
 _STATE = "keys.json"
 _JWKS = "jwks.json"
 _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-Status = Literal["active", "verifying", "retired"]
+Status = Literal["staged", "active", "verifying", "retired"]
+_STATUSES = ("staged", "active", "verifying", "retired")
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,7 @@ class KeyDirectory:
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read {path}: unexpected content") from exc
         for info in infos:
-            if not _KID.fullmatch(info.kid) or info.status not in (
-                "active",
-                "verifying",
-                "retired",
-            ):
+            if not _KID.fullmatch(info.kid) or info.status not in _STATUSES:
                 raise ConfigError(f"cannot read {path}: bad key record {info.kid!r}")
         if sum(info.status == "active" for info in infos) != 1:
             raise ConfigError(f"cannot read {path}: expected exactly one active key")
@@ -171,16 +168,19 @@ class KeyDirectory:
     def _trusted_publics(self) -> dict[str, PublicKey]:
         return dict(self.public_keys()) if self.jwks_path.exists() else {}
 
-    def _add_key(self, key: SigningKey, infos: list[KeyInfo]) -> KeyInfo:
+    def _add_key(self, key: SigningKey, infos: list[KeyInfo], *, stage: bool = False) -> KeyInfo:
         _write_private(self.path / f"{key.kid}.pem", key.to_pem())
-        demoted = [
-            KeyInfo(i.kid, i.alg, "verifying", i.created) if i.status == "active" else i
-            for i in infos
-        ]
-        info = KeyInfo(key.kid, key.alg, "active", _now())
+        if stage:  # published for verifiers, not signing yet
+            kept, info = infos, KeyInfo(key.kid, key.alg, "staged", _now())
+        else:
+            kept = [
+                KeyInfo(i.kid, i.alg, "verifying", i.created) if i.status == "active" else i
+                for i in infos
+            ]
+            info = KeyInfo(key.kid, key.alg, "active", _now())
         publics = self._trusted_publics() if infos else {}
         publics[key.kid] = key.public
-        self._write_state([*demoted, info], publics)
+        self._write_state([*kept, info], publics)
         return info
 
     def _check_directory(self) -> None:
@@ -251,15 +251,43 @@ class KeyDirectory:
         except OSError as exc:
             raise ConfigError(f"cannot read {self.jwks_path}: {exc.strerror}") from exc
 
-    def rotate(self, *, alg: str | None = None) -> KeyInfo:
+    def rotate(self, *, alg: str | None = None, stage: bool = False) -> KeyInfo:
         """Make a new active key; the previous one keeps verifying until retired.
 
+        :param stage: publish the new key in ``jwks.json`` without signing with it
+            yet; ``activate`` it once every verifier has fetched the new key set.
         :raises ConfigError: no key directory, or an unsupported algorithm.
         """
         with self._locked():
             infos = self._read_state()
             current = next(info for info in infos if info.status == "active")
-            return self._add_key(SigningKey.generate(alg or current.alg), infos)
+            return self._add_key(SigningKey.generate(alg or current.alg), infos, stage=stage)
+
+    def activate(self, kid: str) -> KeyInfo:
+        """Start signing with a staged key; the previous active key keeps verifying.
+
+        :raises ConfigError: unknown key, or a key that is not staged.
+        """
+        with self._locked():
+            infos = self._read_state()
+            match = [info for info in infos if info.kid == kid]
+            if not match or match[0].status != "staged":
+                found = match[0].status if match else "no such key"
+                raise ConfigError(
+                    f"key {kid!r} is not staged ({found}); stage one with 'keys rotate --stage'",
+                    expected="staged",
+                    found=found,
+                )
+            self._load(kid)  # its private key is there and sound before anything changes
+            updated = []
+            for info in infos:
+                if info.kid == kid:
+                    info = KeyInfo(info.kid, info.alg, "active", info.created)
+                elif info.status == "active":
+                    info = KeyInfo(info.kid, info.alg, "verifying", info.created)
+                updated.append(info)
+            self._write_state(updated, self._trusted_publics())
+            return next(info for info in updated if info.kid == kid)
 
     def retire(self, kid: str) -> KeyInfo:
         """Stop trusting a key: drop it from ``jwks.json`` and delete its private key.

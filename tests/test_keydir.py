@@ -320,3 +320,25 @@ def test_concurrent_rotations_and_retirements_from_processes(key_dir: KeyDirecto
     assert len(infos) == 2 + 12
     assert [info.kid for info in infos if info.status == "retired"] == [first]
     _assert_consistent(key_dir)
+
+
+def test_staged_rotation_publishes_before_signing(tmp_path: Path) -> None:
+    from agentsudo_tokens import Issuer, JwksFile, Verifier
+
+    keydir = KeyDirectory.init(tmp_path / "keys")
+    first = keydir.active().kid
+    staged = keydir.rotate(stage=True)
+    assert staged.status == "staged"
+    assert keydir.active().kid == first  # still signing with the old key
+    assert staged.kid in keydir.public_keys()  # but verifiers can already fetch the new one
+    verifier = Verifier(JwksFile(keydir.jwks_path, check_interval=0))
+    keydir.activate(staged.kid)
+    assert keydir.active().kid == staged.kid
+    statuses = {info.kid: info.status for info in keydir.list()}
+    assert statuses == {first: "verifying", staged.kid: "active"}
+    token = Issuer(keydir.signing_key()).issue("Bot", "read:x").token
+    assert verifier.verify(token).kid == staged.kid
+    with pytest.raises(ConfigError, match="not staged"):
+        keydir.activate(first)
+    with pytest.raises(ConfigError, match="not staged"):
+        keydir.activate("no-such-kid")

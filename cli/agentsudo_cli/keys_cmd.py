@@ -39,12 +39,31 @@ def init(alg: str, keys_dir: Path | None) -> None:
 
 @keys.command("rotate")
 @click.option("--alg", type=ALGORITHM_CHOICE, default=None, help="Default: the current key's.")
+@click.option(
+    "--stage", is_flag=True, help="Publish the new key now, sign with it after 'keys activate'."
+)
 @keys_dir_option
-def rotate(alg: str | None, keys_dir: Path | None) -> None:
+def rotate(alg: str | None, stage: bool, keys_dir: Path | None) -> None:
     """Make a new active key; the old one keeps verifying until retired."""
-    info = _directory(keys_dir).rotate(alg=alg)
-    click.echo("new active key; earlier tokens keep verifying until you retire their key", err=True)
+    info = _directory(keys_dir).rotate(alg=alg, stage=stage)
+    if stage:
+        click.echo(
+            "new key staged: in jwks.json, not signing; run 'agentsudo keys activate "
+            "KID' once verifiers have fetched it",
+            err=True,
+        )
+    else:
+        click.echo("new active key; older tokens keep verifying until you retire theirs", err=True)
     click.echo(info.kid)
+
+
+@keys.command("activate")
+@click.argument("kid")
+@keys_dir_option
+def activate(kid: str, keys_dir: Path | None) -> None:
+    """Start signing with the staged key KID; the old key keeps verifying until retired."""
+    _directory(keys_dir).activate(kid)
+    click.echo(f"{kid} now signs; the previous key keeps verifying until you retire it", err=True)
 
 
 @keys.command("list")
