@@ -58,7 +58,7 @@ class _ProcessPolicy:
         self.signed_only: bool | None = None
         self.ambient: _Active | None = None
         self.ambient_read = False
-        self.verifiers: dict[tuple[str, str, str, int, int], Verifier] = {}
+        self.verifiers: dict[tuple[str, str, str, int, int, int], Verifier] = {}
 
     def require_signed(self) -> bool:
         if self.signed_only is None:
@@ -76,6 +76,7 @@ class _ProcessPolicy:
             settings.audience,
             settings.leeway,
             settings.max_ttl,
+            settings.jwks_cache_ttl,
         )
         with self.lock:
             verifier = self.verifiers.get(key)

@@ -41,6 +41,8 @@ REQUIRE_SIGNED = "AGENTSUDO_REQUIRE_SIGNED"
 TTL = "AGENTSUDO_TTL"
 MAX_TTL = "AGENTSUDO_MAX_TTL"
 LEEWAY = "AGENTSUDO_LEEWAY"
+JWKS_CACHE_TTL = "AGENTSUDO_JWKS_CACHE_TTL"
+DEFAULT_JWKS_CACHE_TTL = 300
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -106,6 +108,7 @@ class Settings:
     ttl: int = DEFAULT_TTL
     max_ttl: int = DEFAULT_MAX_TTL
     leeway: int = DEFAULT_LEEWAY
+    jwks_cache_ttl: int = DEFAULT_JWKS_CACHE_TTL
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -150,6 +153,8 @@ class Settings:
             values["ttl"] = parse_duration(env[TTL], name=TTL)
         if env.get(MAX_TTL, "").strip():
             values["max_ttl"] = parse_duration(env[MAX_TTL], name=MAX_TTL)
+        if env.get(JWKS_CACHE_TTL, "").strip():
+            values["jwks_cache_ttl"] = parse_duration(env[JWKS_CACHE_TTL], name=JWKS_CACHE_TTL)
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
             values["leeway"] = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)

@@ -249,3 +249,10 @@ def test_importing_the_library_reads_no_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("refused: AGENTSUDO_")  # set, and only read when asked
+
+
+def test_jwks_cache_ttl_setting() -> None:
+    assert Settings.from_env({}).jwks_cache_ttl == 300
+    assert Settings.from_env({"AGENTSUDO_JWKS_CACHE_TTL": "1m"}).jwks_cache_ttl == 60
+    with pytest.raises(ConfigError, match="AGENTSUDO_JWKS_CACHE_TTL"):
+        Settings.from_env({"AGENTSUDO_JWKS_CACHE_TTL": "soon"})
