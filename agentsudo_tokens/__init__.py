@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .guard import check_scope, sudo
     from .issuer import IssuedToken, Issuer
     from .jwks import JwksFile, KeySet
+    from .jwks_remote import JwksUrl
     from .keydir import KeyDirectory, KeyInfo
     from .keys import ALGORITHMS, PublicKey, SigningKey
     from .scopes import ScopeSet
@@ -60,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "IssuedToken": "issuer",
     "Issuer": "issuer",
     "JwksFile": "jwks",
+    "JwksUrl": "jwks_remote",
     "KeyDirectory": "keydir",
     "KeyInfo": "keydir",
     "KeySet": "jwks",
@@ -103,6 +105,7 @@ __all__ = [
     "IssuedToken",
     "Issuer",
     "JwksFile",
+    "JwksUrl",
     "KeyDirectory",
     "KeyInfo",
     "KeySet",
