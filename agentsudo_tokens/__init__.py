@@ -1,12 +1,12 @@
 """agentsudo-tokens: ``sudo`` for AI agents, with signed capability tokens.
 
-    from agentsudo_tokens import Agent, sudo
+from agentsudo_tokens import Agent, sudo
 
-    @sudo(scope="write:refunds")
-    def process_refund(order_id, amount): ...
+@sudo(scope="write:refunds")
+def process_refund(order_id, amount): ...
 
-    with Agent(name="SupportBot", scopes=["write:refunds"]).start_session():
-        process_refund("order_123", 50)
+with Agent(name="SupportBot", scopes=["write:refunds"]).start_session():
+    process_refund("order_123", 50)
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .agent import Agent, Session, current_agent, require_signed_sessions
+    from .agent import Agent, Session, current_agent, require_signed_sessions, without_agent
+    from .approvals import ApprovalRequest
     from .audit import AuditEvent, set_audit_log
     from .claims import UnverifiedClaims, VerifiedClaims
     from .config import Settings
     from .decision import ApprovalContext
+    from .elevation import ask
     from .errors import (
         AgentSudoError,
         BadSignatureError,
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
         NotYetValidTokenError,
         PermissionDeniedError,
         RevokedTokenError,
+        StoreUnavailableError,
         TokenLifetimeError,
+        UnknownApprovalError,
         UnknownKeyError,
         WrongAudienceError,
         WrongIssuerError,
@@ -42,7 +46,12 @@ if TYPE_CHECKING:
     from .jwks_remote import JwksUrl
     from .keydir import KeyDirectory, KeyInfo
     from .keys import ALGORITHMS, PublicKey, SigningKey
+    from .onetime import issue_once
+    from .propagation import ContextThreadPoolExecutor, agent_env, copy_session, current_token
+    from .revocation import revoke, revoke_agent, revoke_token
+    from .scopemap import GuardEntry, ScopeMap, scope_map
     from .scopes import ScopeSet
+    from .store import Store, open_store
     from .verifier import Verifier, decode_unverified
 
 # Names are explicit; their modules load on first use, so the CLI's `issue` and an agent
@@ -52,10 +61,13 @@ _EXPORTS: dict[str, str] = {
     "Agent": "agent",
     "AgentSudoError": "errors",
     "ApprovalContext": "decision",
+    "ApprovalRequest": "approvals",
     "AuditEvent": "audit",
     "BadSignatureError": "errors",
     "ConfigError": "errors",
+    "ContextThreadPoolExecutor": "propagation",
     "ExpiredTokenError": "errors",
+    "GuardEntry": "scopemap",
     "InvalidScopeError": "errors",
     "InvalidTokenError": "errors",
     "IssuedToken": "issuer",
@@ -70,23 +82,38 @@ _EXPORTS: dict[str, str] = {
     "PermissionDeniedError": "errors",
     "PublicKey": "keys",
     "RevokedTokenError": "errors",
+    "ScopeMap": "scopemap",
     "ScopeSet": "scopes",
     "Session": "agent",
     "Settings": "config",
     "SigningKey": "keys",
+    "Store": "store",
+    "StoreUnavailableError": "errors",
     "TokenLifetimeError": "errors",
+    "UnknownApprovalError": "errors",
     "UnknownKeyError": "errors",
     "UnverifiedClaims": "claims",
     "VerifiedClaims": "claims",
     "Verifier": "verifier",
     "WrongAudienceError": "errors",
     "WrongIssuerError": "errors",
+    "agent_env": "propagation",
+    "ask": "elevation",
     "check_scope": "guard",
+    "copy_session": "propagation",
     "current_agent": "agent",
+    "current_token": "propagation",
     "decode_unverified": "verifier",
+    "issue_once": "onetime",
+    "open_store": "store",
     "require_signed_sessions": "agent",
+    "revoke": "revocation",
+    "revoke_agent": "revocation",
+    "revoke_token": "revocation",
+    "scope_map": "scopemap",
     "set_audit_log": "audit",
     "sudo": "guard",
+    "without_agent": "agent",
 }
 
 __version__ = "0.1.0"
@@ -96,10 +123,13 @@ __all__ = [
     "Agent",
     "AgentSudoError",
     "ApprovalContext",
+    "ApprovalRequest",
     "AuditEvent",
     "BadSignatureError",
     "ConfigError",
+    "ContextThreadPoolExecutor",
     "ExpiredTokenError",
+    "GuardEntry",
     "InvalidScopeError",
     "InvalidTokenError",
     "IssuedToken",
@@ -114,11 +144,15 @@ __all__ = [
     "PermissionDeniedError",
     "PublicKey",
     "RevokedTokenError",
+    "ScopeMap",
     "ScopeSet",
     "Session",
     "Settings",
     "SigningKey",
+    "Store",
+    "StoreUnavailableError",
     "TokenLifetimeError",
+    "UnknownApprovalError",
     "UnknownKeyError",
     "UnverifiedClaims",
     "VerifiedClaims",
@@ -126,12 +160,23 @@ __all__ = [
     "WrongAudienceError",
     "WrongIssuerError",
     "__version__",
+    "agent_env",
+    "ask",
     "check_scope",
+    "copy_session",
     "current_agent",
+    "current_token",
     "decode_unverified",
+    "issue_once",
+    "open_store",
     "require_signed_sessions",
+    "revoke",
+    "revoke_agent",
+    "revoke_token",
+    "scope_map",
     "set_audit_log",
     "sudo",
+    "without_agent",
 ]
 
 

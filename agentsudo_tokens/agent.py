@@ -15,10 +15,12 @@ is the ambient agent.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from .claims import VerifiedClaims
     from .verifier import Verifier
 
-__all__ = ["Agent", "Session", "current_agent", "require_signed_sessions"]
+__all__ = ["Agent", "Session", "current_agent", "require_signed_sessions", "without_agent"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -58,7 +60,7 @@ class _ProcessPolicy:
         self.signed_only: bool | None = None
         self.ambient: _Active | None = None
         self.ambient_read = False
-        self.verifiers: dict[tuple[str, str, str, int, int, int], Verifier] = {}
+        self.verifiers: dict[tuple[str, str, str, int, int, int, str | None], Verifier] = {}
 
     def require_signed(self) -> bool:
         if self.signed_only is None:
@@ -77,6 +79,7 @@ class _ProcessPolicy:
             settings.leeway,
             settings.max_ttl,
             settings.jwks_cache_ttl,
+            settings.store,
         )
         with self.lock:
             verifier = self.verifiers.get(key)
@@ -302,9 +305,28 @@ def _ambient() -> _Active | None:
 
 
 def _active_session() -> _Active | None:
-    """The innermost session in this context, else the ambient agent."""
+    """The innermost session in this context, else the ambient agent (unless shut out)."""
     active = _current.get()
-    return active if active is not None else _ambient()
+    if active is None:
+        return _ambient()
+    return None if active is _NOBODY else active
+
+
+_NOBODY = _Active(Agent("(nobody)", []), frozenset(), ScopeSet([]), -math.inf, False)
+
+
+@contextlib.contextmanager
+def without_agent() -> Iterator[None]:
+    """Within this block no agent acts, not even the ambient ``AGENTSUDO_TOKEN`` one.
+
+    For code that serves others: a service that handles a request without a
+    token must not fall back to its own identity.
+    """
+    reset = _current.set(_NOBODY)
+    try:
+        yield
+    finally:
+        _current.reset(reset)
 
 
 def current_agent() -> Agent | None:

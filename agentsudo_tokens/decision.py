@@ -9,9 +9,11 @@
 ``on_deny="raise"`` refuses; ``"log"`` (audit mode) records an
 ``audit_violation`` and lets the call proceed; a callable (sync or ``async
 def``) approves by returning exactly ``True``, and anything else (``False``,
-a truthy non-``True`` value, an exception) refuses. An approver is asked only
-when a live, trusted session lacks the scope; no session, an expired or an
-untrusted session is refused without asking.
+a truthy non-``True`` value, an exception) refuses. ``"ask"`` (or
+``ask(timeout=30, notify=url)``) asks a human through the state store and
+waits (see ``elevation``). An approver is asked only when a live, trusted
+session lacks the scope; no session, an expired or an untrusted session is
+refused without asking.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import audit
 from .agent import _Active, _active_session
@@ -30,11 +32,16 @@ from .errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .approvals import Verdict
+    from .elevation import Ask
 
 __all__ = ["ApprovalContext", "Approver", "OnDeny", "Policy"]
 
 Approver = Callable[["Agent", str, "ApprovalContext"], bool | Awaitable[bool]]
-OnDeny = Literal["raise", "log"] | Approver
+if TYPE_CHECKING:
+    OnDeny: TypeAlias = Literal["raise", "log", "ask"] | Approver | Ask
+else:  # at run time without Ask: importing elevation waits until a guard asks
+    OnDeny = Literal["raise", "log", "ask"] | Approver
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,9 @@ def evaluate(scope: str, function: str) -> _Denial | None:
     return _Denial(active, error, True)
 
 
-def _bind(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _bind(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
-        bound = inspect.signature(target).bind(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
     except (TypeError, ValueError):
         return None
     bound.apply_defaults()
@@ -155,24 +162,36 @@ def _resolve_in_sync_code(result: Any) -> Any:
 class Policy:
     """One guard's ``on_deny``, checked when the decorator is applied."""
 
-    __slots__ = ("mode", "approver", "target")
+    __slots__ = ("mode", "approver", "elevation", "target", "_signature")
 
     def __init__(self, on_deny: OnDeny, target: Callable[..., Any] | None = None) -> None:
-        if on_deny in ("raise", "log"):
-            self.mode: str = str(on_deny)
-            self.approver: Approver | None = None
+        self.approver: Approver | None = None
+        self.elevation: Ask | None = None
+        if isinstance(on_deny, str) and on_deny in ("raise", "log"):
+            self.mode: str = on_deny
+        elif (isinstance(on_deny, str) and on_deny == "ask") or _is_ask(on_deny):
+            from .elevation import Ask
+
+            self.mode = "ask"
+            self.elevation = on_deny if isinstance(on_deny, Ask) else Ask()
         elif callable(on_deny):
             self.mode, self.approver = "ask", on_deny
         else:
             raise ConfigError(
-                f"on_deny: expected 'raise', 'log' or a callable, found {on_deny!r}",
-                expected="'raise', 'log' or callable",
+                f"on_deny: expected 'raise', 'log', 'ask', ask(...) or a callable, "
+                f"found {on_deny!r}",
+                expected="'raise', 'log', 'ask', ask(...) or callable",
                 found=repr(on_deny),
             )
         self.target = target
+        self._signature: inspect.Signature | None = None  # computed once, on the first denial
 
     def _context(self, denial: _Denial, function: str, args: Any, kwargs: Any) -> ApprovalContext:
-        arguments = _bind(self.target, args, kwargs) if self.target is not None else None
+        arguments = None
+        if self.target is not None:
+            if self._signature is None:
+                self._signature = inspect.signature(self.target)
+            arguments = _bind(self._signature, args, kwargs)
         if arguments is None:
             raise self._refuse(denial, function, "the arguments do not fit the function")
         return ApprovalContext(function, arguments, tuple(args), MappingProxyType(dict(kwargs)))
@@ -188,6 +207,13 @@ class Policy:
             expected=error.expected,
             found="refused by approver",
         )
+
+    def _settle_elevation(self, denial: _Denial, function: str, verdict: Verdict) -> None:
+        if verdict.approved:
+            agent = denial.active.agent if denial.active is not None else None
+            audit.record("approved", agent, denial.error.scope, function, verdict.why)
+            return
+        raise self._refuse(denial, function, verdict.why)
 
     def _settle(self, denial: _Denial, function: str, verdict: Any) -> None:
         if verdict is True:
@@ -213,8 +239,15 @@ class Policy:
         """Return when the call may proceed; raise ``PermissionDeniedError`` otherwise."""
         if self._without_asking(denial, function):
             return
-        assert self.approver is not None and denial.active is not None
+        assert denial.active is not None
         context = self._context(denial, function, args, kwargs)
+        if self.elevation is not None:
+            try:
+                asked = self.elevation.wait(denial.active.agent, str(denial.error.scope), context)
+            except Exception as exc:  # the store is down, ...: refuse
+                raise self._refuse(denial, function, f"cannot ask: {exc}") from exc
+            return self._settle_elevation(denial, function, asked)
+        assert self.approver is not None
         try:
             verdict = _resolve_in_sync_code(
                 self.approver(denial.active.agent, str(denial.error.scope), context)
@@ -227,11 +260,18 @@ class Policy:
         """As ``decide``, never blocking the event loop: a sync approver runs in a thread."""
         if self._without_asking(denial, function):
             return
-        assert self.approver is not None and denial.active is not None
+        assert denial.active is not None
         import asyncio
 
         context = self._context(denial, function, args, kwargs)
         agent, scope = denial.active.agent, str(denial.error.scope)
+        if self.elevation is not None:
+            try:
+                asked = await self.elevation.wait_async(agent, scope, context)
+            except Exception as exc:  # the store is down, ...: refuse
+                raise self._refuse(denial, function, f"cannot ask: {exc}") from exc
+            return self._settle_elevation(denial, function, asked)
+        assert self.approver is not None
         try:
             if inspect.iscoroutinefunction(self.approver):
                 verdict = await self.approver(agent, scope, context)
@@ -242,3 +282,12 @@ class Policy:
         except Exception as exc:
             raise self._refuse(denial, function, f"approver raised {type(exc).__name__}") from exc
         self._settle(denial, function, verdict)
+
+
+def _is_ask(on_deny: object) -> bool:
+    """True for an ``ask(...)`` policy; imports ``elevation`` only when one could be."""
+    if on_deny is None or isinstance(on_deny, str) or callable(on_deny):
+        return False
+    from .elevation import Ask
+
+    return isinstance(on_deny, Ask)

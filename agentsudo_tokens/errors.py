@@ -25,7 +25,9 @@ __all__ = [
     "NotYetValidTokenError",
     "PermissionDeniedError",
     "RevokedTokenError",
+    "StoreUnavailableError",
     "TokenLifetimeError",
+    "UnknownApprovalError",
     "UnknownKeyError",
     "WrongAudienceError",
     "WrongIssuerError",
@@ -55,6 +57,18 @@ class AgentSudoError(Exception):
 
 class ConfigError(AgentSudoError):
     """A bad setting, or a key directory that cannot be read or trusted."""
+
+
+class StoreUnavailableError(ConfigError):
+    """The state store (``AGENTSUDO_STORE``) cannot be opened or reached.
+
+    Checks that need the store (revocation, one-time tokens, approvals) fail
+    closed with this error: they never pass because the store is down.
+    """
+
+
+class UnknownApprovalError(AgentSudoError, LookupError):
+    """No pending approval request has that id (unknown, expired or already answered)."""
 
 
 class InvalidScopeError(AgentSudoError, ValueError):

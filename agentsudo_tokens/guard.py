@@ -47,7 +47,8 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
     :param on_deny: ``"raise"`` (default) raises ``PermissionDeniedError``;
         ``"log"`` records an ``audit_violation`` and lets the call proceed;
         a callable ``(agent, scope, context) -> bool`` (sync or async) approves
-        a call by returning ``True``.
+        a call by returning ``True``; ``"ask"`` (or ``elevation.ask(...)``) files an
+        approval request in the state store and waits for ``agentsudo approve``.
     :raises InvalidScopeError: at decoration, for a scope outside the grammar or a wildcard.
     :raises ConfigError: at decoration, for an unknown ``on_deny``.
     """

@@ -4,19 +4,25 @@
     claims = verifier.verify(token)             # VerifiedClaims, or an InvalidTokenError
     claims.scopes.allows("write:refunds")
 
+    verifier = Verifier(keys, store=open_store("redis://10.0.0.5:6379/0"))
+    verifier.verify(token)      # also: not revoked, and a one-time token not used before
+
 The algorithm comes from the key found by ``kid``, never from the token. Checks
 run cheapest first: length, shape, header, key, signature, claims. Any
 unexpected exception while verifying is a rejection. A verified token is
 cached (bounded) until it expires, so a repeat costs a dict look-up and a
-clock read.
+clock read. With a store, every verification (cached or not) also asks the
+store, and a store that cannot be reached refuses (``StoreUnavailableError``).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 from .claims import UnverifiedClaims, VerifiedClaims, check_claims, check_header
 from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Settings
@@ -25,11 +31,16 @@ from .errors import (
     BadSignatureError,
     InvalidTokenError,
     MalformedTokenError,
+    StoreUnavailableError,
     UnknownKeyError,
 )
 from .jwks import KeySet, KeySource, load_key_source
 from .jws import decode_json_part, split
 from .keys import PublicKey
+from .revocation import check_token
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["Verifier", "decode_unverified"]
 
@@ -60,6 +71,8 @@ class Verifier:
     :param leeway: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``.
     :param max_ttl: the longest lifetime ``exp - iat`` accepted.
     :param cache_size: how many verified tokens to remember; 0 turns the cache off.
+    :param store: state to check after the signature and claims: revocation and
+        one-time tokens (see ``agentsudo_tokens.store``). ``None``: offline only.
     :param clock: seconds since the epoch; for tests.
     """
 
@@ -72,6 +85,7 @@ class Verifier:
         leeway: int = DEFAULT_LEEWAY,
         max_ttl: int = DEFAULT_MAX_TTL,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
@@ -80,26 +94,41 @@ class Verifier:
         self.leeway = leeway
         self.max_ttl = max_ttl
         self.cache_size = cache_size
+        self.store = store
         self._clock = clock
         self._cache: dict[str, tuple[VerifiedClaims, PublicKey]] = {}
         self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Verifier(keys={self.keys!r}, issuer={self.issuer!r}, audience={self.audience!r})"
+        stored = f", store={self.store!r}" if self.store is not None else ""
+        return (
+            f"Verifier(keys={self.keys!r}, issuer={self.issuer!r}, "
+            f"audience={self.audience!r}{stored})"
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Verifier:
+    def from_settings(
+        cls, settings: Settings | None = None, *, store: Store | None | Literal["auto"] = "auto"
+    ) -> Verifier:
         """A verifier for ``AGENTSUDO_JWKS`` (or the key directory), issuer and audience.
 
-        :raises ConfigError: the public keys cannot be read.
+        :param store: ``"auto"``: ``AGENTSUDO_STORE`` if set, else the key directory's
+            state file if it exists (made by ``agentsudo revoke``, ``issue --once``, ...),
+            else none. Or a ``Store``, or ``None`` for offline verification only.
+        :raises ConfigError: the public keys cannot be read, or ``AGENTSUDO_STORE`` is bad.
         """
         settings = settings or Settings.from_env()
+        if isinstance(store, str):  # "auto"
+            from .store import open_settings_store
+
+            store = open_settings_store(settings, only_if_present=True)
         return cls(
             load_key_source(settings.jwks_source),
             issuer=settings.issuer,
             audience=settings.audience,
             leeway=settings.leeway,
             max_ttl=settings.max_ttl,
+            store=store,
         )
 
     @classmethod
@@ -111,15 +140,19 @@ class Verifier:
         """Verify ``token`` completely; return its claims.
 
         :param audience: expect this audience instead of the verifier's.
-        :raises InvalidTokenError: the subclass naming why the token was refused.
+        :raises InvalidTokenError: the subclass naming why the token was refused
+            (``RevokedTokenError``: revoked, or a one-time token used before).
+        :raises StoreUnavailableError: a store is configured and cannot be reached.
         """
         expected_audience = self.audience if audience is None else audience
         try:  # the cache look-up asks the key source too: its surprises are rejections as well
             cached = self._cached(token, expected_audience)
             if cached is not None:
+                if self.store is not None:
+                    self._check_state(cached)
                 return cached
             claims, key = self._verify(token, expected_audience)
-        except InvalidTokenError:
+        except (InvalidTokenError, StoreUnavailableError):
             raise
         except AgentSudoError as exc:
             raise InvalidTokenError(f"token refused: {exc}") from exc
@@ -129,7 +162,23 @@ class Verifier:
             ) from exc
         if self.cache_size > 0:
             self._remember(token, claims, key)
+        if self.store is not None:
+            self._check_state(claims)
         return claims
+
+    def _check_state(self, claims: VerifiedClaims) -> None:
+        """Revocation and one-time use, from the store; any surprise refuses."""
+        assert self.store is not None
+        try:
+            check_token(self.store, claims)
+        except (InvalidTokenError, StoreUnavailableError):
+            raise
+        except Exception as exc:  # a store that misbehaves never lets a token through
+            raise StoreUnavailableError(
+                f"state store {self.store.url}: unexpected {type(exc).__name__} while checking "
+                "revocation",
+                found=type(exc).__name__,
+            ) from exc
 
     def _cached(self, token: str, audience: str) -> VerifiedClaims | None:
         """The cached result while unexpired, for this audience, its key still trusted."""
@@ -184,12 +233,16 @@ class Verifier:
         with self._cache_lock:
             cache = self._cache
             if len(cache) >= self.cache_size:
+                # Evict in a batch so the scan is paid once per quarter of the cache, not per
+                # insert: expired entries first, then the oldest down to three quarters.
                 now = self._clock()
                 expired = [t for t, (c, _) in cache.items() if c.expires_at + self.leeway <= now]
                 for stale in expired:
                     del cache[stale]
-                while len(cache) >= self.cache_size:
-                    del cache[next(iter(cache))]
+                excess = len(cache) - self.cache_size * 3 // 4
+                if excess > 0:
+                    for oldest in list(itertools.islice(cache, excess)):
+                        del cache[oldest]
             cache[token] = (claims, key)
 
     def forget(self, token: str | None = None) -> None:

@@ -46,3 +46,6 @@ def issuer(key_dir: KeyDirectory) -> Issuer:
 def verifier(key_dir: KeyDirectory) -> Verifier:
     """A verifier trusting the key directory's ``jwks.json``."""
     return Verifier(JwksFile(key_dir.jwks_path))
+
+
+pytest_plugins = ["conftest_store"]  # the state store fixtures: SQLite and a real Redis

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._common import duration, json_option, keys_dir_option, scopes_from, settings
+from .revoke_cmd import open_cli_store, store_option
 
 if TYPE_CHECKING:
     from agentsudo_tokens.issuer import IssuedToken
@@ -53,6 +54,10 @@ def mint(
 
 @click.command()
 @agent_options
+@click.option(
+    "--once", is_flag=True, help="One-time: the first verification with the store consumes it."
+)
+@store_option
 @json_option
 @keys_dir_option
 def issue(
@@ -60,6 +65,8 @@ def issue(
     scopes: tuple[str, ...],
     ttl: int | None,
     aud: tuple[str, ...],
+    once: bool,
+    store: str | None,
     as_json: bool,
     keys_dir: Path | None,
 ) -> None:
@@ -67,14 +74,25 @@ def issue(
 
     \b
     export AGENTSUDO_TOKEN=$(agentsudo issue --agent SupportBot --scopes read:orders,write:refunds)
+
+    With --once the token is recorded as one-time in the state store
+    (--store, AGENTSUDO_STORE, default <keys-dir>/agentsudo-state.db) before it
+    is printed: the first verifier using that store consumes it, later uses fail.
     """
     minted = mint(agent, scopes, ttl, aud, keys_dir)
+    if once:
+        from agentsudo_tokens.onetime import mark_one_time
+
+        with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
+            mark_one_time(state, minted.claims)  # before the token is shown, or not at all
     if as_json:
         payload = {
             "token": minted.token,
             "header": dict(minted.header),
             "claims": dict(minted.claims),
         }
+        if once:
+            payload["once"] = True
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(minted.token)

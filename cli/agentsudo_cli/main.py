@@ -20,11 +20,14 @@ from typing import Any
 import click
 
 from ._common import JSON_META
+from .approvals_cmd import approvals, approve, deny
 from .audit_cmd import audit
 from .inspect_cmd import inspect_token
 from .issue_cmd import issue
 from .keys_cmd import keys
+from .revoke_cmd import revoke
 from .run_cmd import run
+from .scopes_cmd import scopes
 from .verify_cmd import verify
 
 _USAGE_ERRORS = ("ConfigError", "InvalidScopeError")
@@ -93,6 +96,11 @@ cli.add_command(verify)
 cli.add_command(inspect_token)
 cli.add_command(run)
 cli.add_command(audit)
+cli.add_command(revoke)
+cli.add_command(approvals)
+cli.add_command(approve)
+cli.add_command(deny)
+cli.add_command(scopes)
 
 
 def _setup_logging() -> None:

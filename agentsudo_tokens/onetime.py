@@ -1,0 +1,63 @@
+"""One-time tokens: the first successful verification consumes the ``jti``; later uses fail.
+
+    minted = issue_once(issuer, store, "DeployBot", ["deploy:prod"], ttl=300)
+    verifier = Verifier(keys, store=store)
+    verifier.verify(minted.token)        # accepted, and consumed
+    verifier.verify(minted.token)        # RevokedTokenError: already used (in any process)
+
+The token itself carries no private claim. The issuer records ``once:<jti>``
+in the store before it hands the token out; a verifier with the store finds
+that mark in the same read as its revocation check and then claims
+``used:<jti>`` with an atomic add (SQLite ``INSERT``, Redis ``SET NX``), so
+of N racing verifiers exactly one wins. A verifier without the store cannot
+know a token is one-time: give one-time tokens only to services that verify
+with the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .config import MAX_LEEWAY
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .issuer import IssuedToken, Issuer
+    from .store import Store
+
+__all__ = ["issue_once", "mark_one_time"]
+
+ONCE = "once:"
+USED = "used:"
+
+
+def mark_one_time(store: Store, claims: Mapping[str, Any]) -> None:
+    """Record that the token with these claims may be used once. Do it before handing it out.
+
+    :raises ConfigError: the claims lack ``jti`` or ``exp``.
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    jti, exp = claims.get("jti"), claims.get("exp")
+    if not isinstance(jti, str) or not jti or type(exp) is not int:
+        raise ConfigError("a one-time token needs a jti and an integer exp", found=sorted(claims))
+    store.put(ONCE + jti, "1", expires_at=exp + MAX_LEEWAY)
+
+
+def issue_once(
+    issuer: Issuer,
+    store: Store,
+    agent: str,
+    scopes: str | list[str] | tuple[str, ...],
+    **options: Any,
+) -> IssuedToken:
+    """Mint a token that verifies once, for verifiers that use ``store``.
+
+    :param options: as for ``Issuer.issue`` (``ttl``, ``audience``, ``now``).
+    :raises InvalidScopeError: a scope outside the grammar.
+    :raises ConfigError: as ``Issuer.issue``.
+    :raises StoreUnavailableError: the store cannot be reached; no token is returned.
+    """
+    minted = issuer.issue(agent, scopes, **options)
+    mark_one_time(store, minted.claims)
+    return minted

@@ -1,0 +1,180 @@
+"""Revocation: refuse a token by its ``jti``, or every token of an agent issued until now.
+
+    store = open_store("redis://10.0.0.5:6379/0")
+    revoke(store, claims.jti, reason="leaked in a log")
+    revoke_agent(store, "SupportBot")                    # the kill switch
+    Verifier(keys, store=store).verify(token)            # RevokedTokenError
+
+Only a verifier given the store sees revocations; without one, verification
+stays offline and a token is good until it expires. Each entry is kept as
+long as the token it concerns can still verify (its ``exp``, or the maximum
+TTL when only the ``jti`` is known, plus the largest leeway), then expires.
+``check_token`` is what a verifier runs: one read for the token's ``jti``,
+its agent and its one-time mark, then, for a one-time token, one atomic claim.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .claims import MAX_NAME
+from .config import DEFAULT_MAX_TTL, MAX_LEEWAY
+from .errors import ConfigError, RevokedTokenError
+from .onetime import ONCE, USED
+
+if TYPE_CHECKING:
+    from .claims import VerifiedClaims
+    from .store import Store
+
+__all__ = ["Revocation", "check_token", "revoke", "revoke_agent", "revoke_token"]
+
+REVOKED = "revoked:"
+AGENT = "agent-revoked:"
+MAX_REASON = 200
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What was revoked, when, why, and until when the store keeps the entry."""
+
+    kind: Literal["token", "agent"]
+    target: str  # the jti, or the agent's name
+    reason: str | None
+    revoked_at: int
+    kept_until: int
+
+
+def _checked(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME or not value.isprintable():
+        raise ConfigError(
+            f"{what}: expected a printable string of 1 to {MAX_NAME} characters, found {value!r}",
+            expected=what,
+            found=value,
+        )
+    return value
+
+
+def _reason(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    return " ".join(str(reason).split())[:MAX_REASON] or None
+
+
+def revoke(
+    store: Store,
+    jti: str,
+    *,
+    reason: str | None = None,
+    expires_at: int | None = None,
+    max_ttl: int = DEFAULT_MAX_TTL,
+    now: float | None = None,
+) -> Revocation:
+    """Revoke the token with this ``jti``.
+
+    :param expires_at: the token's ``exp``, when known: the entry is kept until then.
+        Otherwise it is kept for ``max_ttl``, the longest a token issued now can live.
+    :raises ConfigError: not a ``jti``.
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    jti = _checked(jti, "jti")
+    issued = int(time.time() if now is None else now)
+    last = issued + max_ttl if expires_at is None else min(int(expires_at), issued + max_ttl)
+    kept_until = last + MAX_LEEWAY
+    why = _reason(reason)
+    store.put(REVOKED + jti, json.dumps({"at": issued, "reason": why}), expires_at=kept_until)
+    return Revocation("token", jti, why, issued, kept_until)
+
+
+def revoke_token(
+    store: Store,
+    token: str,
+    *,
+    reason: str | None = None,
+    max_ttl: int = DEFAULT_MAX_TTL,
+    now: float | None = None,
+) -> Revocation:
+    """Revoke a token given whole: its ``jti`` and ``exp`` are read WITHOUT verifying it.
+
+    Revoking is always safe, even for a forged token: it only refuses a ``jti``.
+
+    :raises MalformedTokenError: the token cannot be decoded.
+    :raises ConfigError: the token has no usable ``jti``.
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    from .verifier import decode_unverified
+
+    claims = decode_unverified(token).claims
+    jti, exp = claims.get("jti"), claims.get("exp")
+    expires_at = exp if type(exp) is int else None
+    return revoke(
+        store, _checked(jti, "jti"), reason=reason, expires_at=expires_at, max_ttl=max_ttl, now=now
+    )
+
+
+def revoke_agent(
+    store: Store,
+    agent: str,
+    *,
+    reason: str | None = None,
+    max_ttl: int = DEFAULT_MAX_TTL,
+    now: float | None = None,
+) -> Revocation:
+    """Revoke every token of ``agent`` issued until now (``iat <= now``): a kill switch.
+
+    Tokens minted for the agent after this second verify again. The entry is
+    kept for ``max_ttl`` (plus the largest leeway), by when every earlier token
+    has expired anyway.
+
+    :raises ConfigError: not an agent name.
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    agent = _checked(agent, "agent")
+    before = int(time.time() if now is None else now)
+    kept_until = before + max_ttl + MAX_LEEWAY
+    why = _reason(reason)
+    entry = json.dumps({"before": before, "at": before, "reason": why})
+    store.put(AGENT + agent, entry, expires_at=kept_until)
+    return Revocation("agent", agent, why, before, kept_until)
+
+
+def _agent_cutoff(entry: str) -> int | None:
+    try:
+        before = json.loads(entry)["before"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return before if type(before) is int else None
+
+
+def _revoked(message: str, found: object) -> RevokedTokenError:
+    return RevokedTokenError(message, expected="a token not revoked", found=found)
+
+
+def check_token(store: Store, claims: VerifiedClaims) -> None:
+    """Refuse a revoked token, and consume a one-time token (first use only).
+
+    Run after every other check has passed: a refused token never consumes.
+
+    :raises RevokedTokenError: revoked by ``jti``, by agent, or a one-time token used before.
+    :raises StoreUnavailableError: the store cannot be reached (fail closed).
+    """
+    jti = claims.jti
+    revoked, agent, once = store.get_many((REVOKED + jti, AGENT + claims.subject, ONCE + jti))
+    if revoked is not None:
+        raise _revoked(f"token {jti!r} was revoked", "revoked jti")
+    if agent is not None:
+        before = _agent_cutoff(agent)
+        if before is None or claims.issued_at <= before:  # an unreadable entry revokes: fail closed
+            raise _revoked(
+                f"every token of agent {claims.subject!r} issued until {before} was revoked; "
+                f"this one was issued at {claims.issued_at}",
+                "revoked agent",
+            )
+    if once is not None:
+        used = store.add(
+            USED + jti, str(int(time.time())), expires_at=claims.expires_at + MAX_LEEWAY
+        )
+        if not used:
+            raise _revoked(f"one-time token {jti!r} was already used", "used one-time token")

@@ -1,0 +1,73 @@
+"""State for revocation, one-time tokens and approvals: SQLite by default, Redis to share.
+
+    store = open_store("sqlite:///keys/agentsudo-state.db")   # a file: every process on a machine
+    store = open_store("redis://10.0.0.5:6379/0")             # a server: every machine
+    store = open_settings_store(Settings.from_env())          # AGENTSUDO_STORE, else the file
+
+URLs follow SQLAlchemy: ``sqlite:///relative.db``, ``sqlite:////absolute.db``.
+Verification needs no store; only the checks that need state use one, and
+they fail closed (``StoreUnavailableError``) when it cannot be reached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .base import Store
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["STATE_FILE", "Store", "default_store_url", "open_settings_store", "open_store"]
+
+STATE_FILE = "agentsudo-state.db"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url``: ``sqlite:///path`` or ``redis://host:port/db``.
+
+    Opening connects to nothing; the first operation does, and raises
+    ``StoreUnavailableError`` if it cannot.
+
+    :raises ConfigError: not a store URL.
+    :raises StoreUnavailableError: a Redis URL without the ``redis`` package installed.
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        from .sqlite import SqliteStore
+
+        return SqliteStore(Path(text[len("sqlite:///") :]))
+    if text.startswith(_REDIS_SCHEMES):
+        from .redis import RedisStore
+
+        return RedisStore(text)
+    from .redis import redact
+
+    raise ConfigError(
+        f"AGENTSUDO_STORE: expected sqlite:///path or redis://host:port/db, found {redact(text)!r}",
+        expected="sqlite:///path or redis://host:port/db",
+        found=redact(text),
+    )
+
+
+def default_store_url(settings: Settings) -> str:
+    """``AGENTSUDO_STORE``, else the SQLite file in the key directory."""
+    if settings.store:
+        return settings.store
+    return f"sqlite:///{settings.keys_dir / STATE_FILE}"
+
+
+def open_settings_store(settings: Settings, *, only_if_present: bool = False) -> Store | None:
+    """The configured store: ``AGENTSUDO_STORE``, else the key directory's SQLite file.
+
+    :param only_if_present: with no ``AGENTSUDO_STORE``, return ``None`` unless the
+        SQLite file already exists (what a verifier wants: no state, no store).
+    :raises ConfigError: ``AGENTSUDO_STORE`` is not a store URL.
+    """
+    if not settings.store and only_if_present:
+        if not (settings.keys_dir / STATE_FILE).exists():
+            return None
+    return open_store(default_store_url(settings))
