@@ -35,8 +35,9 @@ _MAX_DEPTH = 8  # mounts, dependency trees and nested classes deeper than this a
 class GuardEntry:
     """One guard: the scope it requires, and what it guards.
 
-    ``kind`` is ``"function"`` (``name`` is ``module.qualname``) or ``"route"``
-    (``name`` is ``"POST /refunds"``, ``endpoint`` the handler's ``module.qualname``).
+    ``kind`` is ``"function"`` (``name`` is ``module.qualname``), ``"route"``
+    (``name`` is ``"POST /refunds"``, ``endpoint`` the handler's ``module.qualname``)
+    or ``"mcp_tool"`` (``name`` is ``"mcp:<tool name>"``).
     """
 
     scope: str
@@ -160,10 +161,29 @@ def _routing_table(obj: object) -> list[Any] | None:
     return None
 
 
+def _is_mcp_server(obj: object) -> bool:
+    return type(obj).__module__.startswith("mcp.") and hasattr(obj, "_tool_manager")
+
+
+def _mcp_tools(server: object) -> Iterator[GuardEntry]:
+    """An MCP server's guarded tools (``integrations.mcp.mcp_scope_map``), as ``tool`` entries."""
+    from .integrations.mcp import mcp_scope_map
+
+    for tool in mcp_scope_map(server):  # type: ignore[arg-type]
+        if tool["scope"] is not None:
+            yield GuardEntry(tool["scope"], "mcp_tool", f"mcp:{tool['name']}")
+
+
 def _entries(target: object) -> Iterator[GuardEntry]:
+    if _is_mcp_server(target):
+        yield from _mcp_tools(target)
+        return
     if isinstance(target, types.ModuleType):
         namespace = dict(vars(target))
         yield from _functions(namespace, target.__name__)
+        for value in namespace.values():
+            if _is_mcp_server(value):
+                yield from _mcp_tools(value)
         tables = {id(t): t for t in map(_routing_table, namespace.values()) if t is not None}
         mounted = {inner for table in tables.values() for inner in _mounted(table)}
         for key, table in tables.items():

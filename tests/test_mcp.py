@@ -347,3 +347,37 @@ def test_without_auth_a_guarded_tool_uses_the_usual_session(tmp_path: Path) -> N
     assert "no agent token came with the call" in _text(denied)
     with Agent("Dev", ["read:orders"]).start_session():
         assert _text(anyio.run(call)) == "ok"
+
+
+def test_the_scope_map_covers_mcp_tools(tmp_path: Path) -> None:
+    import sys
+    import textwrap
+
+    from agentsudo_tokens.scopemap import scope_map
+
+    (tmp_path / "mcp_tools_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from mcp.server.mcpserver import MCPServer
+            from agentsudo_tokens.integrations.mcp import guarded_tool
+
+            server = MCPServer("orders", log_level="WARNING")
+
+            @guarded_tool(server, scope="read:orders")
+            def lookup_order(order_id: str) -> str:
+                return order_id
+
+            @server.tool()
+            def ping() -> str:
+                return "pong"
+            """
+        )
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mapped = scope_map("mcp_tools_mod").by_scope()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mcp_tools_mod", None)
+    assert "mcp:lookup_order" in mapped["read:orders"]
+    assert not any("ping" in name for names in mapped.values() for name in names)
