@@ -123,7 +123,7 @@ class Verifier:
 
             store = open_settings_store(settings, only_if_present=True)
         return cls(
-            load_key_source(settings.jwks_source),
+            load_key_source(settings.jwks_source, max_age=settings.jwks_cache_ttl),
             issuer=settings.issuer,
             audience=settings.audience,
             leeway=settings.leeway,

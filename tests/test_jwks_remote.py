@@ -690,3 +690,12 @@ def test_keys_serve_without_keys_fails_at_once(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "agentsudo keys init" in result.stderr
+
+
+def test_the_cache_lifetime_setting_reaches_the_default_verifier(endpoint: Endpoint) -> None:
+    from agentsudo_tokens import Settings, Verifier
+
+    endpoint.serve(_keyset(SigningKey.generate()))
+    verifier = Verifier.from_settings(Settings(jwks=endpoint.url, jwks_cache_ttl=7), store=None)
+    assert isinstance(verifier.keys, JwksUrl)
+    assert verifier.keys.max_age == 7
