@@ -145,11 +145,6 @@ def _listening(level: int) -> bool:
     return False
 
 
-def would_record(outcome: str) -> bool:
-    """True when an event with this outcome would reach anyone (cheap)."""
-    return _sinks.file is not None or _listening(_LEVELS[outcome])
-
-
 def record(
     outcome: str,
     agent: Agent | None,

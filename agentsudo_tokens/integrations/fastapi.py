@@ -64,9 +64,9 @@ from ..errors import (
     WrongIssuerError,
 )
 from ..jwks import JwksFile, KeySet
-from ..jws import decode_json_part, split
+from ..jws import split
 from ..scopes import validate_required_scope
-from ..verifier import Verifier
+from ..verifier import Verifier, _header
 
 __all__ = ["AgentSudoMiddleware", "RequireScope", "require_scope"]
 
@@ -180,11 +180,10 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 def _kid(token: str) -> str | None:
     """The ``kid`` in a token's header, unverified; ``None`` when it cannot be read."""
-    try:
-        kid = decode_json_part(split(token).header, "header").get("kid")
+    try:  # the verifier's own header check, memoized per encoded header
+        return _header(split(token).header)[0]
     except Exception:  # the verifier will say what is wrong with it
         return None
-    return kid if isinstance(kid, str) else None
 
 
 def _may_block(verifier: Verifier, token: str) -> bool:
