@@ -1079,3 +1079,80 @@ def test_unexpected_errors_fail_closed(here: KeyDirectory, monkeypatch: pytest.M
         "error": "InternalError",
         "message": "internal error: RuntimeError: boom",
     }
+
+
+# --- a reader that goes away (real pipes) --------------------------------------------
+
+
+def _audit_file(path: Path, events: int) -> Path:
+    line = json.dumps(
+        {"time": "2026-01-01T00:00:00Z", "outcome": "denied", "agent": "SupportBot"}
+        | {"scope": "write:refunds", "function": "process_refund", "reason": "not granted"}
+    )
+    path.write_text((line + "\n") * events)
+    return path
+
+
+def test_audit_show_into_head_ends_quietly(tmp_path: Path) -> None:
+    """``agentsudo audit show --json | head -1``: one line out, nothing on stderr."""
+    log = _audit_file(tmp_path / "audit.jsonl", 20_000)  # ~2 MB: far more than a pipe holds
+    env = clean_env({"AGENTSUDO_AUDIT_LOG": str(log)})
+    for args in (["audit", "show", "--json"], ["audit", "show"]):
+        producer = subprocess.Popen(
+            [str(AGENTSUDO), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert producer.stdout is not None and producer.stderr is not None
+        head = subprocess.run(
+            ["head", "-1"], stdin=producer.stdout, capture_output=True, text=True, timeout=30
+        )
+        producer.stdout.close()  # head is the only reader left, and it is gone
+        stderr = producer.stderr.read().decode()
+        producer.stderr.close()
+        assert producer.wait(timeout=30) == 1
+        assert stderr == ""
+        assert head.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["keys", "jwks"],
+        ["keys", "list", "--json"],
+        ["issue", "--agent", "SupportBot", "--scopes", "read:orders"],
+        ["verify", "--json", "not-a-token"],
+        ["inspect", "TOKEN"],
+        ["verify", "TOKEN", "--json"],
+        ["audit", "show", "audit.jsonl", "--json"],
+        ["--debug", "audit", "show", "audit.jsonl"],
+        ["scopes", "no_such_module_here", "--json"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_a_closed_stdout_ends_quietly(
+    tmp_path: Path, key_dir: KeyDirectory, args: list[str]
+) -> None:
+    """Every command, its output or its JSON error meeting a pipe nobody reads: exit 1, silence."""
+    _audit_file(tmp_path / "audit.jsonl", 10)
+    token = Issuer(key_dir.signing_key()).issue("SupportBot", ["read:orders"]).token
+    args = [token if arg == "TOKEN" else arg for arg in args]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [str(AGENTSUDO), *args],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    said = done.stderr.removeprefix("agentsudo: NOT VERIFIED: decoded only; ")  # inspect says so
+    assert (done.returncode, said.removeprefix("use 'agentsudo verify' to check it\n")) == (1, "")

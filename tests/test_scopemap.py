@@ -209,8 +209,16 @@ def test_agentsudo_scopes_prints_json(shop: str, tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_agentsudo_scopes_reports_a_bad_target_as_json() -> None:
+def test_agentsudo_scopes_reports_a_bad_target_on_stderr() -> None:
     result = CliRunner().invoke(cli, ["scopes", "no_such_module_here"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("agentsudo: cannot import 'no_such_module_here'")
+
+
+def test_agentsudo_scopes_reports_a_bad_target_as_json() -> None:
+    result = CliRunner().invoke(cli, ["scopes", "no_such_module_here", "--json"])
     assert result.exit_code == 2
     error = json.loads(result.stdout)
     assert error["ok"] is False and error["error"] == "ConfigError"

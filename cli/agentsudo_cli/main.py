@@ -7,15 +7,18 @@
 Exit status: 0 success; 1 a token rejected, a scope denied, or an internal
 error (failing closed); 2 bad usage or configuration. Errors are one line on
 stderr (or one JSON object on stdout with ``--json``), never a traceback
-unless ``--debug``. Only click is imported here, so ``--help`` stays fast.
+unless ``--debug``. A reader that goes away (``agentsudo ... | head -1``) ends
+the command quietly, with status 1. Only click is imported here, so ``--help``
+stays fast.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -61,8 +64,8 @@ class AgentSudoGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # a closed stdout is main()'s to handle, --debug or not
         except Exception as exc:
             from agentsudo_tokens.errors import AgentSudoError, InvalidTokenError
 
@@ -111,7 +114,43 @@ def _setup_logging() -> None:
     logger.setLevel(logging.WARNING)
 
 
+def _reader_gone() -> bool:
+    """Whether the reader of stdout or stderr went away (closed at the other end)."""
+    import select
+
+    poller = select.poll()
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            poller.register(stream.fileno(), select.POLLOUT)  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            return True  # no usable stream at all: nothing more can be said on it
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _end_quietly() -> NoReturn:
+    """Status 1 and nothing more on any stream, as the Python docs advise for EPIPE.
+
+    stdout is pointed at /dev/null so that the interpreter's last flush cannot
+    fail ("Exception ignored ... BrokenPipeError").
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        pass
+    sys.exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     _setup_logging()
-    cli(prog_name="agentsudo")
+    try:
+        try:
+            cli(prog_name="agentsudo")
+        finally:
+            if sys.__stdout__ is not None:
+                sys.__stdout__.flush()  # now, so a closed pipe is seen here, not at exit
+    except BrokenPipeError as exc:
+        if not _reader_gone():  # another pipe broke: an internal error, failing closed
+            click.echo(f"agentsudo: internal error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+        _end_quietly()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ._common import JSON_META
+from ._common import json_option
 
 
 @click.command()
@@ -20,17 +20,17 @@ from ._common import JSON_META
     show_default=True,
     help="Directory to import TARGET from (put first on sys.path).",
 )
-@click.pass_context
-def scopes(ctx: click.Context, targets: tuple[str, ...], app_dir: Path) -> None:
+@json_option
+def scopes(targets: tuple[str, ...], app_dir: Path, as_json: bool) -> None:
     """List every @sudo function and scope-guarded route in TARGET, by scope, as JSON.
 
     \b
     agentsudo scopes billing_service            # a module: its functions and apps
     agentsudo scopes billing_service:app        # one app (module:attribute)
 
-    TARGET is imported, so its module-level code runs.
+    TARGET is imported, so its module-level code runs. The map is always JSON;
+    errors are one line on stderr, or JSON on stdout with --json.
     """
-    ctx.meta[JSON_META] = True  # errors as JSON too: the output is for machines
     from agentsudo_tokens.scopemap import scope_map
 
     sys.path.insert(0, str(app_dir.resolve()))
