@@ -157,7 +157,14 @@ class Settings:
             values["jwks_cache_ttl"] = parse_duration(env[JWKS_CACHE_TTL], name=JWKS_CACHE_TTL)
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
-            values["leeway"] = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)
+            leeway = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)
+            if leeway > MAX_LEEWAY:  # named by its variable here; Settings(leeway=...) checks too
+                raise ConfigError(
+                    f"{LEEWAY}: expected 0 to {MAX_LEEWAY} seconds, found {leeway}",
+                    expected=f"0..{MAX_LEEWAY}",
+                    found=leeway,
+                )
+            values["leeway"] = leeway
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:

@@ -19,7 +19,15 @@ from types import MappingProxyType
 from typing import Any
 
 from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, TOKEN_TYPE
-from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_MAX_TTL, DEFAULT_TTL, Settings
+from .config import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_MAX_TTL,
+    DEFAULT_TTL,
+    MAX_TTL,
+    TTL,
+    Settings,
+)
 from .errors import ConfigError, InvalidScopeError
 from .jws import MAX_TOKEN_BYTES, encode
 from .keys import SigningKey
@@ -81,6 +89,9 @@ class Issuer:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
 
+    # How errors name the default and maximum TTL; from_settings names their variables.
+    _ttl_names = ("default_ttl", "max_ttl")
+
     def __repr__(self) -> str:
         return f"Issuer(kid={self.key.kid!r}, issuer={self.issuer!r})"
 
@@ -93,13 +104,15 @@ class Issuer:
         from .keydir import KeyDirectory
 
         settings = settings or Settings.from_env()
-        return cls(
+        issuer = cls(
             KeyDirectory(settings.keys_dir).signing_key(),
             issuer=settings.issuer,
             audience=settings.audience,
             default_ttl=settings.ttl,
             max_ttl=settings.max_ttl,
         )
+        issuer._ttl_names = (TTL, MAX_TTL)
+        return issuer
 
     def issue(
         self,
@@ -125,8 +138,10 @@ class Issuer:
             raise InvalidScopeError("expected at least one scope, found none", expected=">=1")
         lifetime = self.default_ttl if ttl is None else ttl
         if type(lifetime) is not int or not 0 < lifetime <= self.max_ttl:
+            default_name, max_name = self._ttl_names
             raise ConfigError(
-                f"ttl: expected 1 to {self.max_ttl} seconds, found {lifetime}",
+                f"{'ttl' if ttl is not None else default_name}: expected 1 to {self.max_ttl} "
+                f"seconds ({max_name}), found {lifetime}",
                 expected=self.max_ttl,
                 found=lifetime,
             )
@@ -144,7 +159,15 @@ class Issuer:
                 )
         issued = int(time.time() if now is None else now)
         if not 0 <= issued <= MAX_TIME - lifetime:
-            raise ConfigError(f"now: expected a time in the token range, found {issued}")
+            import datetime
+
+            last = datetime.datetime.fromtimestamp(MAX_TIME - lifetime, datetime.UTC)
+            raise ConfigError(
+                "now: expected a time from 1970-01-01T00:00:00Z to "
+                f"{last:%Y-%m-%dT%H:%M:%SZ}, found {issued} (epoch seconds)",
+                expected=MAX_TIME - lifetime,
+                found=issued,
+            )
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,

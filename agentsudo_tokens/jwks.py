@@ -193,4 +193,13 @@ def load_key_source(
                 else min_refetch_interval
             ),
         )
-    return JwksFile(source)
+    try:
+        return JwksFile(source)
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, FileNotFoundError):
+            raise
+        raise ConfigError(  # say how to get there from a fresh checkout
+            f"{exc}; run 'agentsudo keys init', or set AGENTSUDO_JWKS",
+            expected=exc.expected,
+            found=exc.found,
+        ) from exc.__cause__

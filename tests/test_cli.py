@@ -328,6 +328,20 @@ def test_commands_without_a_key_directory_say_so(
     assert one_line(result.stderr).startswith("agentsudo: ")
 
 
+def test_a_missing_key_directory_says_how_to_make_one(
+    tmp_path: Path, key_dir: KeyDirectory
+) -> None:
+    """A fresh directory, default settings: the error names the fix."""
+    token = Issuer(key_dir.signing_key()).issue("SupportBot", ["read:orders"]).token
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    done = agentsudo(["verify", token], cwd=fresh)
+    assert done.returncode == 2
+    said = one_line(done.stderr)
+    assert said.startswith("agentsudo: cannot read ") and "keys/jwks.json" in said
+    assert said.endswith("; run 'agentsudo keys init', or set AGENTSUDO_JWKS")
+
+
 def test_no_private_key_material_in_any_output(here: KeyDirectory) -> None:
     invoke("keys", "rotate", "--alg", "ES256")
     pem_lines = {
