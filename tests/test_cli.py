@@ -1170,3 +1170,19 @@ def test_a_closed_stdout_ends_quietly(
         os.close(write_end)
     said = done.stderr.removeprefix("agentsudo: NOT VERIFIED: decoded only; ")  # inspect says so
     assert (done.returncode, said.removeprefix("use 'agentsudo verify' to check it\n")) == (1, "")
+
+
+# --- shell completion (README: "Shell completion") ------------------------------------
+
+
+def test_shell_completion_prints_a_script_and_completes(tmp_path: Path) -> None:
+    script = agentsudo([], cwd=tmp_path, env={"_AGENTSUDO_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and script.stderr == ""
+    assert "complete -o nosort -F _agentsudo_completion agentsudo" in script.stdout
+    words = {
+        "_AGENTSUDO_COMPLETE": "bash_complete",
+        "COMP_WORDS": "agentsudo ke",
+        "COMP_CWORD": "1",
+    }
+    completed = agentsudo([], cwd=tmp_path, env=words)
+    assert (completed.returncode, completed.stdout) == (0, "plain,keys\n")

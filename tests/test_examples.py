@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 def _run(name: str) -> str:
@@ -57,3 +61,62 @@ def test_mcp_server_demo() -> None:
     assert "requires scope 'delete:customer'" in done.stdout
     assert "read:orders write:refunds" not in done.stdout.split("DENIED", 1)[1]
     assert "401" in done.stdout
+
+
+def _readme_block(heading: str) -> str:
+    """The first Python code block of the README section under ``heading``."""
+    section = (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1]
+    found = re.search(r"```python\n(.+?)\n```", section, re.DOTALL)
+    assert found is not None, heading
+    return found.group(1)
+
+
+def test_the_readme_python_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """Pasted into a fresh directory, then run again there: it mints, verifies, allows, denies."""
+    script = tmp_path / "quick_start.py"
+    script.write_text(_readme_block("## Quick start: Python"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    for _ in range(2):  # the first run makes ./keys, the second finds it
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr == ""
+        assert done.stdout.splitlines() == [
+            "refunded 50 on order_123",
+            "agent 'AnalyticsBot' lacks scope 'write:refunds' for process_refund",
+            "refunded 10 on order_789",
+        ]
+    assert (tmp_path / "keys" / "jwks.json").exists()
+
+
+@pytest.mark.parametrize("package", ["fastapi", "uvicorn", "httpx"])
+def test_the_services_demo_names_the_install_command_for_a_missing_package(
+    package: str, tmp_path: Path
+) -> None:
+    """On an install without the ``services`` extra: one line naming it, no traceback."""
+    code = (
+        f"import runpy, sys; sys.modules[{package!r}] = None; "  # as if it were not installed
+        f"sys.argv = ['run_demo.py']; "
+        f"runpy.run_path({str(EXAMPLES / 'services' / 'run_demo.py')!r}, run_name='__main__')"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert (
+        done.stderr
+        == f"run_demo.py needs {package}: pip install '.[services]' (from the repository root)\n"
+    )

@@ -104,3 +104,19 @@ def test_the_demo_runs_end_to_end() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all outcomes as expected" in done.stdout
     assert done.stdout.count("DENIED") == 3
+
+
+def test_install_commands_work_from_a_checkout() -> None:
+    """Not published: every README installs from the checkout, with extras that exist."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for readme in [ROOT / "README.md", *sorted((ROOT / "examples").rglob("README.md"))]:
+        text = readme.read_text()
+        assert "agentsudo-tokens[" not in text, readme  # the package is not on PyPI
+        for named in re.findall(r"pip install (?:-e )?'\.\[([a-z,-]+)\]'", text):
+            assert set(named.split(",")) <= set(extras), (readme, named)
+    services = {re.split(r"[<>=]", need)[0] for need in extras["services"]}
+    assert services == {"fastapi", "uvicorn", "httpx"}  # what examples/services runs

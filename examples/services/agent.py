@@ -17,7 +17,12 @@ import base64
 import json
 import sys
 
-import httpx
+try:
+    import httpx
+except ImportError:  # one line, not a traceback
+    raise SystemExit(
+        "agent.py needs httpx: pip install '.[services]' (from the repository root)"
+    ) from None
 
 from agentsudo_tokens import PermissionDeniedError, current_agent, sudo
 from agentsudo_tokens.integrations.httpx import AgentTokenAuth

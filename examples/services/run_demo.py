@@ -10,11 +10,14 @@
    delete is refused (403), a token edited to add a scope is rejected (401).
 
 Everything runs in a throwaway directory on 127.0.0.1 and stops at the end.
-Exit status 0 when every outcome is the expected one.
+Exit status 0 when every outcome is the expected one. It needs the
+``services`` extra (FastAPI, uvicorn, httpx): ``pip install '.[services]'``
+from the repository root; without it, it says so in one line.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -29,6 +32,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
+INSTALL = "pip install '.[services]' (from the repository root)"
+NEEDS = ("fastapi", "uvicorn", "httpx")  # the billing service, its server, the agent's client
+
+
+def check_installed() -> None:
+    """Stop with one line naming the install command if a package the demo runs is missing."""
+    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"run_demo.py needs {', '.join(missing)}: {INSTALL}")
 
 
 def _agentsudo() -> str:
@@ -36,7 +48,7 @@ def _agentsudo() -> str:
     beside = Path(sys.executable).parent / "agentsudo"
     found = str(beside) if beside.exists() else shutil.which("agentsudo")
     if found is None:
-        raise SystemExit("agentsudo is not installed: pip install -e '.[fastapi]' uvicorn")
+        raise SystemExit(f"agentsudo is not installed: {INSTALL}")
     return found
 
 
@@ -87,6 +99,7 @@ def _run(args: list[str], env: dict[str, str], shown: str) -> str:
 
 
 def main() -> int:
+    check_installed()
     with tempfile.TemporaryDirectory(prefix="agentsudo-services-") as work:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
         env["AGENTSUDO_KEYS_DIR"] = str(Path(work) / "keys")
