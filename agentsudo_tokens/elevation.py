@@ -13,11 +13,15 @@
 The waiting call writes a request into the store (``AGENTSUDO_STORE``, shared
 by every process that uses it), optionally notifies a webhook, then polls for
 the answer (``time.sleep`` in sync code, ``asyncio.sleep`` in async code:
-the event loop never blocks). No answer before the timeout denies. An answer
-is taken atomically, once, and bound to the call: agent, token ``jti``, scope,
-function and the SHA-256 of the arguments as canonical JSON, recomputed when
-the answer arrives, so it cannot serve another call, another agent, or
-arguments changed while waiting. Request ids carry 128 random bits.
+the event loop never blocks). No answer before the timeout denies. The
+request holds the call's arguments whole, as canonical JSON (``agentsudo
+approvals show ID`` prints them); arguments over ``MAX_ARGUMENTS`` bytes, or
+that cannot be shown, are refused without asking. An answer is taken
+atomically, once, and bound to the request and the call: request id, agent,
+token ``jti``, scope, function and the SHA-256 of the arguments' canonical
+JSON, recomputed when the answer arrives, so it cannot serve another request
+(even an identical one), another agent, or arguments changed while waiting.
+Request ids carry 128 random bits.
 """
 
 from __future__ import annotations
@@ -29,20 +33,20 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .approvals import (
     ANSWER,
     KEEP,
+    MAX_ARGUMENTS,
     REQUEST,
     ApprovalRequest,
     Verdict,
-    arguments_digest,
     binding,
+    canonical_arguments,
     canonical_json,
     notify_webhook,
-    shown,
+    text_digest,
 )
 from .errors import ConfigError
 
@@ -66,25 +70,38 @@ class _Waiting:
     ) -> None:
         self.ask, self.store, self.context = ask, store, context
         self.agent, self.jti, self.scope = agent.name, agent.jti, scope
+        request_id = "apr_" + secrets.token_urlsafe(16)
+        try:
+            arguments, why = canonical_arguments(context.arguments), None
+        except ValueError as exc:
+            arguments, why = "{}", f"cannot ask a human: {exc}"
+        if len(arguments) > MAX_ARGUMENTS:  # refused, never shown shortened
+            why = (
+                f"cannot ask a human: the arguments are {len(arguments)} bytes of canonical "
+                f"JSON, over the {MAX_ARGUMENTS}-byte limit of what is shown whole"
+            )
+            arguments = "{}"
+        # set when the call cannot be put to a human: the caller refuses without asking
+        self.refusal = None if why is None else Verdict(False, why, request_id)
+        digest = text_digest(arguments)
         now = time.time()
-        digest = arguments_digest(context.arguments)
         self.request = ApprovalRequest(
-            id="apr_" + secrets.token_urlsafe(16),
+            id=request_id,
             agent=self.agent,
             jti=self.jti,
             scope=scope,
             function=context.function,
-            arguments=MappingProxyType({k: shown(v) for k, v in context.arguments.items()}),
+            arguments_json=arguments,
             arguments_sha256=digest,
             reason=context.reason,
             created_at=now,
             expires_at=now + ask.timeout,
-            binding=binding(self.agent, self.jti, scope, context.function, digest),
+            binding=binding(request_id, self.agent, self.jti, scope, context.function, digest),
         )
 
     def start(self) -> None:
         request = self.request
-        stored = json.dumps(request.to_dict())  # not sorted: arguments keep their order
+        stored = json.dumps(request.to_dict())
         self.store.put(REQUEST + request.id, stored, expires_at=request.expires_at + KEEP)
         notify = self.ask.notify
         if notify is None:
@@ -121,9 +138,12 @@ class _Waiting:
             return Verdict(
                 False, f"denied{who} ({why or 'no reason given'}; {request_id})", request_id, by
             )
-        digest = arguments_digest(self.context.arguments)  # again: arguments may have changed
-        bound = binding(self.agent, self.jti, self.scope, self.context.function, digest)
-        if answer.get("binding") != bound or self.request.binding != bound:
+        try:  # again: the arguments may have changed while waiting
+            digest = text_digest(canonical_arguments(self.context.arguments))
+        except ValueError:  # no longer showable: cannot be what was approved
+            digest = ""
+        bound = binding(request_id, self.agent, self.jti, self.scope, self.context.function, digest)
+        if not digest or answer.get("binding") != bound or self.request.binding != bound:
             return Verdict(
                 False, f"the approval does not match this call ({request_id})", request_id
             )
@@ -212,6 +232,8 @@ class Ask:
         store, opened = self._open()
         try:
             waiting = _Waiting(self, store, agent, scope, context)
+            if waiting.refusal is not None:
+                return waiting.refusal
             waiting.start()
             deadline = time.monotonic() + self.timeout
             try:
@@ -236,6 +258,8 @@ class Ask:
         store, opened = self._open()
         try:
             waiting = _Waiting(self, store, agent, scope, context)
+            if waiting.refusal is not None:
+                return waiting.refusal
             await asyncio.to_thread(waiting.start)
             deadline = time.monotonic() + self.timeout
             try:

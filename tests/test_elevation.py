@@ -90,7 +90,8 @@ def test_an_approved_call_proceeds_once(store: Store, caplog: pytest.LogCaptureF
     (request,) = seen
     assert request.agent == "SupportBot" and request.scope == "write:refunds"
     assert request.function.endswith("process_refund")
-    assert dict(request.arguments) == {"order_id": "'o-1'", "amount": "5000", "currency": "'USD'"}
+    assert dict(request.arguments) == {"amount": "5000", "currency": '"USD"', "order_id": '"o-1"'}
+    assert request.arguments_json == '{"amount":5000,"currency":"USD","order_id":"o-1"}'
     assert request.reason == "not granted"
     assert request.id.startswith("apr_") and len(request.id) >= 4 + 22
     assert pending(store) == []  # settled: gone from the list
@@ -407,7 +408,7 @@ def test_the_webhook_gets_the_request_as_json(
     assert posted["text"].startswith("agentsudo: agent 'SupportBot' asks for 'write:refunds'")
     assert f"agentsudo approve {request['id']}" in posted["text"]
     assert request["agent"] == "SupportBot" and request["scope"] == "write:refunds"
-    assert request["arguments"] == {"order_id": "'o-9'", "amount": "900"}
+    assert request["arguments"] == {"order_id": "o-9", "amount": 900}
     assert len(request["arguments_sha256"]) == 64
 
 
@@ -465,7 +466,7 @@ def test_cli_lists_approves_and_denies(store: Store, store_url: str, tmp_path: P
     lines = listed.stdout.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"{first.request.id}  SupportBot  write:refunds  ")
-    assert "mod.process_refund(order_id='o-1', amount=5000)" in lines[0]
+    assert 'mod.process_refund(amount=5000, order_id="o-1")' in lines[0]
     as_json = json.loads(runner.invoke(cli, ["approvals", "--json"], env=env).stdout)
     assert [r["id"] for r in as_json] == [first.request.id, second.request.id]
 
@@ -502,7 +503,7 @@ def test_an_agent_process_waits_for_a_human_in_another_process(
         (request,) = waiting
         assert request.agent == "SupportBot" and request.scope == "write:refunds"
         assert request.function.endswith("refund")
-        assert dict(request.arguments) == {"order_id": "'o-77'", "amount": "5000"}
+        assert dict(request.arguments) == {"amount": "5000", "order_id": '"o-77"'}
         assert request.jti is not None
         human = subprocess.run(
             [str(AGENTSUDO), answer, request.id, "--store", store_url],

@@ -14,6 +14,35 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_META = "agentsudo.json"
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char.isprintable():
+        return char
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def terminal_safe(value: object) -> str:
+    """Untrusted text made safe to print on one terminal line.
+
+    Every character that is not printable (ESC and the other C0 and C1 control
+    characters, newlines, DEL, line and paragraph separators, bidi overrides and
+    other format characters, unusual spaces, surrogates) becomes a backslash
+    escape (``\\x1b``, ``\\n``, ``\\u202e``), so text from a token, a store
+    or a file can neither start a new line (forge a row) nor drive the
+    terminal. Printable text, backslashes included, is left as it is. JSON
+    output needs no such help: ``json.dumps`` escapes all of these by default.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(_escape(char) for char in text)
 
 
 def keys_dir_option(func: F) -> F:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._common import json_option
+from ._common import json_option, terminal_safe
 
 OUTCOMES = ("allowed", "denied", "audit_violation", "approved", "refused")
 SESSION_EVENTS = ("session_start", "session_end")
@@ -46,8 +46,10 @@ def verify_file(file: Path, as_json: bool) -> None:
         click.echo(f"ok: {report.events} events, chain intact; head {report.head}")
     else:
         click.echo(
-            f"agentsudo: TAMPERED: line {report.bad_line}: {report.problem} "
-            f"({report.events} events verified before it)",
+            terminal_safe(
+                f"agentsudo: TAMPERED: line {report.bad_line}: {report.problem} "
+                f"({report.events} events verified before it)"
+            ),
             err=True,
         )
     if not report.ok:
@@ -62,6 +64,12 @@ def _matches(
     if outcome is not None and event.get("outcome") != outcome:
         return False
     return not (since is not None and str(event.get("time", "")) < since)
+
+
+def _field(event: dict[str, Any], name: str) -> str:
+    """One field of an event as table text: ``-`` when absent, escaped for the terminal."""
+    value = event.get(name)
+    return "-" if value is None or value == "" else terminal_safe(value)
 
 
 @audit.command("show")
@@ -109,10 +117,10 @@ def show(
             continue
         if shown == 1:
             click.echo(f"{'TIME':<20} {'AGENT':<16} {'OUTCOME':<16} {'SCOPE':<22} FUNCTION")
-        when = str(event.get("time", ""))[:19].replace("T", " ")
-        click.echo(
-            f"{when:<20} {str(event.get('agent') or '-'):<16} {event.get('outcome', ''):<16} "
-            f"{str(event.get('scope') or '-'):<22} {event.get('function') or '-'}"
+        when = _field(event, "time")[:19].replace("T", " ")
+        click.echo(  # every field escaped: a name with ESC or a newline cannot forge a row
+            f"{when:<20} {_field(event, 'agent'):<16} {_field(event, 'outcome'):<16} "
+            f"{_field(event, 'scope'):<22} {_field(event, 'function')}"
         )
     if not as_json:
         click.echo(f"{shown} event(s)", err=True)

@@ -29,4 +29,5 @@ def inspect_token(token: str | None) -> None:
     if type(exp) is int:
         left = exp - time.time()
         result["expires"] = f"in {describe_remaining(left)}" if left > 0 else "expired"
-    click.echo(json.dumps(result, indent=2))
+    # ensure_ascii: every control, non-ASCII or look-alike character in a claim prints as \uXXXX
+    click.echo(json.dumps(result, indent=2, ensure_ascii=True))

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ._common import JSON_META
+from ._common import JSON_META, terminal_safe
 from .approvals_cmd import approvals, approve, deny
 from .audit_cmd import audit
 from .inspect_cmd import inspect_token
@@ -55,7 +55,7 @@ class _Failure(click.ClickException):
             payload = {"ok": False, "error": self.kind, "message": self.message}
             click.echo(json.dumps(payload))
         else:
-            click.echo(f"agentsudo: {self.message}", err=True)
+            click.echo(terminal_safe(f"agentsudo: {self.message}"), err=True)
 
 
 class AgentSudoGroup(click.Group):
