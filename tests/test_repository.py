@@ -120,3 +120,30 @@ def test_install_commands_work_from_a_checkout() -> None:
             assert set(named.split(",")) <= set(extras), (readme, named)
     services = {re.split(r"[<>=]", need)[0] for need in extras["services"]}
     assert services == {"fastapi", "uvicorn", "httpx"}  # what examples/services runs
+
+
+def test_runtime_dependencies_are_the_ones_the_package_imports() -> None:
+    """Every runtime dependency is imported by the library or the CLI, and nothing else is."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    import_names = {"pyjwt": "jwt"}
+    declared = {
+        import_names.get(name, name)
+        for name in (re.split(r"[<>=!~ \[]", need)[0].lower() for need in project["dependencies"])
+    }
+    ours = {"agentsudo_tokens", "agentsudo_cli"}
+    imported: set[str] = set()
+    for package in (ROOT / "agentsudo_tokens", ROOT / "cli" / "agentsudo_cli"):
+        for path in package.rglob("*.py"):
+            if "integrations" in path.parts and path.stem != "pydantic":
+                continue  # integrations with an extra of their own
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported - ours if name not in sys.stdlib_module_names}
+    assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
+    extras = {"redis", "anyio"}  # imported only when the store URL or the caller has them
+    assert third_party - extras <= declared, sorted(third_party - extras - declared)
