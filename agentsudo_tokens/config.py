@@ -43,6 +43,8 @@ MAX_TTL = "AGENTSUDO_MAX_TTL"
 LEEWAY = "AGENTSUDO_LEEWAY"
 JWKS_CACHE_TTL = "AGENTSUDO_JWKS_CACHE_TTL"
 DEFAULT_JWKS_CACHE_TTL = 300
+JWKS_MAX_STALE = "AGENTSUDO_JWKS_MAX_STALE"
+DEFAULT_JWKS_MAX_STALE = 60 * 60
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -109,6 +111,7 @@ class Settings:
     max_ttl: int = DEFAULT_MAX_TTL
     leeway: int = DEFAULT_LEEWAY
     jwks_cache_ttl: int = DEFAULT_JWKS_CACHE_TTL
+    jwks_max_stale: int = DEFAULT_JWKS_MAX_STALE  # seconds past the cache TTL, then refuse
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -155,6 +158,11 @@ class Settings:
             values["max_ttl"] = parse_duration(env[MAX_TTL], name=MAX_TTL)
         if env.get(JWKS_CACHE_TTL, "").strip():
             values["jwks_cache_ttl"] = parse_duration(env[JWKS_CACHE_TTL], name=JWKS_CACHE_TTL)
+        if env.get(JWKS_MAX_STALE, "").strip():
+            raw = env[JWKS_MAX_STALE].strip()
+            values["jwks_max_stale"] = (
+                0 if raw in ("0", "0s") else parse_duration(raw, name=JWKS_MAX_STALE)
+            )
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
             leeway = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)

@@ -21,6 +21,7 @@ __all__ = [
     "ExpiredTokenError",
     "InvalidScopeError",
     "InvalidTokenError",
+    "KeysUnavailableError",
     "MalformedTokenError",
     "NotYetValidTokenError",
     "PermissionDeniedError",
@@ -64,6 +65,14 @@ class StoreUnavailableError(ConfigError):
 
     Checks that need the store (revocation, one-time tokens, approvals) fail
     closed with this error: they never pass because the store is down.
+    """
+
+
+class KeysUnavailableError(ConfigError):
+    """The public keys cannot be had now: a JWKS URL has failed past its ``max_stale``.
+
+    Verification fails closed with this error (every token is refused, none
+    is judged invalid) until a fetch succeeds again; a service answers 503.
     """
 
 

@@ -172,12 +172,14 @@ def load_key_source(
     *,
     max_age: float | None = None,
     min_refetch_interval: float | None = None,
+    max_stale: float | None = None,
 ) -> KeySource:
     """A key source for ``AGENTSUDO_JWKS``: a ``JwksUrl`` for a URL, else a ``JwksFile``.
 
     A URL must be ``https://`` (``http://`` only for a loopback host); it is
-    fetched once now. ``max_age`` and ``min_refetch_interval`` tune a URL's
-    cache (see ``JwksUrl``; ``None`` keeps its defaults) and are ignored for a file.
+    fetched once now. ``max_age``, ``min_refetch_interval`` and ``max_stale`` tune
+    a URL's cache (see ``JwksUrl``; ``None`` keeps its defaults) and are ignored for
+    a file.
 
     :raises ConfigError: the source cannot be read or fetched, or holds no usable key.
     """
@@ -192,6 +194,7 @@ def load_key_source(
                 if min_refetch_interval is None
                 else min_refetch_interval
             ),
+            max_stale=jwks_remote.DEFAULT_MAX_STALE if max_stale is None else max_stale,
         )
     try:
         return JwksFile(source)

@@ -10,12 +10,18 @@ after that refetches, so a retired key stops verifying within ``max_age``. An
 unknown ``kid`` refetches at most once per ``min_refetch_interval`` for the
 whole source, however many ``kid`` values callers make up. Concurrent callers
 share one fetch. A failed fetch keeps the last good key set and logs a warning
-on the ``agentsudo.jwks`` logger. Between fetches ``get`` costs a clock read, a
-comparison and a dict look-up.
+on the ``agentsudo.jwks`` logger, for ``max_stale`` more seconds at most: once
+the last good set is older than ``max_age + max_stale``, ``get`` raises
+``KeysUnavailableError`` (retrying at most once per ``min_refetch_interval``)
+until a fetch succeeds, so a retired key is not trusted forever while the
+endpoint is down. Between fetches ``get`` costs a clock read, two comparisons
+and a dict look-up.
 
 Only ``https://`` is accepted, and plain ``http://`` for loopback hosts
 (``localhost``, ``127.0.0.0/8``, ``::1``). Redirects are not followed; a
-response must be ``200``, JSON, at most 1 MiB, and arrive within ``timeout``.
+response must be ``200``, JSON, at most 1 MiB, and arrive whole within
+``timeout``: the deadline covers the whole request (name look-up, connection,
+TLS, headers, body), so a server trickling bytes cannot hold a fetch longer.
 Keys are parsed by ``KeySet.from_dict``: keys not meant for verifying
 signatures (``use`` other than ``sig``, ``key_ops`` without ``verify``) are
 ignored.
@@ -41,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, KeysUnavailableError
 from .jwks import MAX_JWKS_BYTES, KeySet
 from .keys import PublicKey
 
@@ -50,6 +56,7 @@ __all__ = ["JwksUrl", "is_loopback_host", "serve_jwks"]
 DEFAULT_MAX_AGE = 300.0
 DEFAULT_MIN_REFETCH_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_STALE = 3600.0
 WELL_KNOWN_PATHS = ("/.well-known/jwks.json", "/jwks.json")
 
 _log = logging.getLogger("agentsudo.jwks")
@@ -100,16 +107,103 @@ def _check_url(url: str) -> SplitResult:
     return parts
 
 
-def _opener(loopback: bool, ssl_context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
-    """http and https only, no redirect handler (a 3xx is an error), no proxy for loopback."""
+class _Deadline:
+    """The sockets of one fetch, shut down when its time is up, whatever they wait on.
+
+    Each socket is watched through a duplicate descriptor, which stays valid when
+    TLS takes the original over; shutting it down ends every read in progress.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+
+    def connect(
+        self, address: tuple[str, int], timeout: Any = None, *args: Any, **kwargs: Any
+    ) -> socket.socket:
+        """``socket.create_connection``, the new socket watched."""
+        sock = socket.create_connection(address, timeout, *args, **kwargs)
+        copy = sock.dup()
+        with self._lock:
+            if not self._expired:
+                self._sockets.append(copy)
+                return sock
+        _shut(copy)
+        copy.close()
+        return sock
+
+    def expire(self) -> None:
+        """Time is up: end every read and write of this fetch, now and later."""
+        with self._lock:
+            self._expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def release(self) -> None:
+        """The fetch is over: close the duplicates."""
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # not connected (any more)
+        pass
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if deadline is not None:
+            self._create_connection = deadline.connect
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if deadline is not None:
+            self._create_connection = deadline.connect
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req, deadline=self._deadline)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._deadline = deadline
+        self._ssl = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._ssl, deadline=self._deadline)
+
+
+def _opener(
+    loopback: bool, ssl_context: ssl.SSLContext | None, deadline: _Deadline
+) -> urllib.request.OpenerDirector:
+    """http and https only, no redirect handler (a 3xx is an error), no proxy for loopback.
+
+    Every connection it makes is watched by ``deadline``.
+    """
     opener = urllib.request.OpenerDirector()
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.ProxyHandler({} if loopback else None),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(context=ssl_context or ssl.create_default_context()),
+        _HTTPHandler(deadline),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
     ]
+    if ssl_context is not None:
+        handlers.append(_HTTPSHandler(deadline, ssl_context))
     for handler in handlers:
         opener.add_handler(handler)
     return opener
@@ -139,7 +233,10 @@ class JwksUrl:
     :param max_age: seconds a fetched key set is used before the next ``get`` refetches.
     :param min_refetch_interval: least seconds between fetches caused by unknown ``kid``
         values (and between retries after a failure).
-    :param timeout: seconds for connecting, and for the whole response body.
+    :param max_stale: seconds past ``max_age`` the last good key set stays in use while
+        refetches fail; after that every ``get`` raises ``KeysUnavailableError`` until
+        a fetch succeeds. 0: refuse as soon as a due refetch fails.
+    :param timeout: seconds for the whole request: look-up, connection, headers and body.
     :param ssl_context: for ``https``; default: the system's trusted CAs.
     :param clock: a monotonic clock in seconds; for tests.
     :raises ConfigError: a URL we do not fetch from, bad limits, or the first fetch failed.
@@ -151,6 +248,7 @@ class JwksUrl:
         *,
         max_age: float = DEFAULT_MAX_AGE,
         min_refetch_interval: float = DEFAULT_MIN_REFETCH_INTERVAL,
+        max_stale: float = DEFAULT_MAX_STALE,
         timeout: float = DEFAULT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -159,17 +257,25 @@ class JwksUrl:
         for name, value in (("max_age", max_age), ("timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"JwksUrl {name}: expected seconds > 0, found {value!r}")
-        if not (math.isfinite(min_refetch_interval) and min_refetch_interval >= 0):
-            found = min_refetch_interval
-            raise ConfigError(f"JwksUrl min_refetch_interval: expected >= 0, found {found!r}")
+        for name, value in (
+            ("min_refetch_interval", min_refetch_interval),
+            ("max_stale", max_stale),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"JwksUrl {name}: expected seconds >= 0, found {value!r}")
         self.url = url
         self.max_age = max_age
         self.min_refetch_interval = min_refetch_interval
+        self.max_stale = max_stale
         self.timeout = timeout
         self._clock = clock
-        self._opener = _opener(is_loopback_host(parts.hostname or ""), ssl_context)
+        self._loopback = is_loopback_host(parts.hostname or "")
+        self._ssl_context = None
+        if parts.scheme.lower() == "https":
+            self._ssl_context = ssl_context or ssl.create_default_context()
         self._lock = threading.Lock()
         self._generation = 0  # completed fetch attempts: lets waiting callers share one
+        self._last_error = ""
         try:
             self._keys = self._download()
         except _FetchFailed as exc:
@@ -179,6 +285,7 @@ class JwksUrl:
         now = clock()
         self._fetched = self._last_attempt = now
         self._next_check = now + max_age
+        self._stale_at = now + max_age + max_stale  # past this, no key without a good fetch
 
     def __repr__(self) -> str:
         return f"JwksUrl({self.url!r})"
@@ -191,6 +298,9 @@ class JwksUrl:
         May fetch (blocking, at most ``timeout``): when the key set is older than
         ``max_age``, or ``kid`` is unknown and no fetch happened for
         ``min_refetch_interval``. Otherwise a clock read and a dict look-up.
+
+        :raises KeysUnavailableError: the last good key set is older than
+            ``max_age + max_stale`` and no fetch since has succeeded.
         """
         key: PublicKey | None = self._keys.get(kid)
         now = self._clock()
@@ -199,6 +309,9 @@ class JwksUrl:
         ):
             self._update(kid)
             key = self._keys.get(kid)
+            now = self._clock()
+        if now >= self._stale_at:
+            self._refuse(now)
         return key
 
     async def aget(self, kid: str) -> PublicKey | None:
@@ -206,11 +319,16 @@ class JwksUrl:
 
         Afterwards a plain ``get`` of the same ``kid`` (say, inside
         ``Verifier.verify`` on the event loop) is a cache hit until ``max_age``.
+
+        :raises KeysUnavailableError: as for ``get``.
         """
-        if not self.needs_fetch(kid):
-            key: PublicKey | None = self._keys.get(kid)
-            return key
-        return await _in_thread(self.get, kid)
+        if self.needs_fetch(kid):
+            return await _in_thread(self.get, kid)
+        key: PublicKey | None = self._keys.get(kid)
+        now = self._clock()
+        if now >= self._stale_at:
+            self._refuse(now)
+        return key
 
     def needs_fetch(self, kid: str) -> bool:
         """True when ``get(kid)`` would fetch now (so it may block); never fetches itself."""
@@ -218,9 +336,15 @@ class JwksUrl:
 
     @property
     def keys(self) -> KeySet:
-        """The key set in use (refetched first when older than ``max_age``)."""
+        """The key set in use (refetched first when older than ``max_age``).
+
+        :raises KeysUnavailableError: as for ``get``.
+        """
         if self._clock() >= self._next_check:
             self._update(None)
+        now = self._clock()
+        if now >= self._stale_at:
+            self._refuse(now)
         return self._keys
 
     def refresh(self) -> None:
@@ -244,6 +368,17 @@ class JwksUrl:
 
     # -- fetching ------------------------------------------------------------------
 
+    def _refuse(self, now: float) -> None:
+        """No key without a good fetch: the last good set is past ``max_age + max_stale``."""
+        age, limit = now - self._fetched, self.max_age + self.max_stale
+        raise KeysUnavailableError(
+            f"public keys from {self.url} unavailable: the last good key set is {age:.0f}s old "
+            f"(max_age {self.max_age:g}s + max_stale {self.max_stale:g}s) and refetching "
+            f"failed: {self._last_error or 'no answer yet'}",
+            expected=f"a key set at most {limit:g}s old",
+            found=f"{age:.0f}s",
+        )
+
     def _due(self, kid: str | None) -> bool:
         now = self._clock()
         if now >= self._next_check:
@@ -258,11 +393,12 @@ class JwksUrl:
         """Fetch if still due, sharing a fetch already in flight.
 
         A caller whose key is in hand never queues behind a fetch: it uses the
-        keys it has. A caller missing its key waits (at most ``timeout``) for the
-        fetch in flight and then looks again, without fetching a second time.
+        keys it has. A caller missing its key, or holding only keys past
+        ``max_stale``, waits (at most ``timeout``) for the fetch in flight and
+        then looks again, without fetching a second time.
         """
         generation = self._generation
-        if kid is not None and kid not in self._keys:
+        if (kid is not None and kid not in self._keys) or self._clock() >= self._stale_at:
             acquired = self._lock.acquire(timeout=self.timeout)
         else:
             acquired = self._lock.acquire(blocking=False)
@@ -281,37 +417,84 @@ class JwksUrl:
         except Exception as exc:  # whatever went wrong, the last good key set stays
             reason = str(exc) if isinstance(exc, _FetchFailed) else f"unexpected {exc!r}"
             now = self._clock()
+            self._last_error = reason
             self._last_attempt = now
             self._next_check = max(self._next_check, now + self.min_refetch_interval)
             self._generation += 1
-            _log.warning(
-                "JWKS refresh from %s failed (%s); keeping the last good key set "
-                "(%d keys, fetched %.0fs ago)",
-                self.url,
-                reason,
-                len(self._keys),
-                now - self._fetched,
-            )
+            if now >= self._stale_at:
+                _log.warning(
+                    "JWKS refresh from %s failed (%s); the last good key set (fetched %.0fs "
+                    "ago) is past max_age + max_stale: refusing every token until a fetch "
+                    "succeeds",
+                    self.url,
+                    reason,
+                    now - self._fetched,
+                )
+            else:
+                _log.warning(
+                    "JWKS refresh from %s failed (%s); keeping the last good key set "
+                    "(%d keys, fetched %.0fs ago)",
+                    self.url,
+                    reason,
+                    len(self._keys),
+                    now - self._fetched,
+                )
             return reason
         now = self._clock()
         if set(keys) != set(self._keys):
             _log.info("JWKS from %s: key ids now %s", self.url, ", ".join(keys))
-        self._keys = keys
+        self._keys = keys  # the keys first: a reader never pairs old keys with a new lifetime
         self._fetched = self._last_attempt = now
         self._next_check = now + self.max_age
+        self._stale_at = now + self.max_age + self.max_stale
+        self._last_error = ""
         self._generation += 1
         return None
 
     def _download(self) -> KeySet:
-        """GET the URL once and parse it strictly.
+        """GET the URL once, within ``timeout`` all told, and parse it strictly.
+
+        The request runs in a worker thread; when ``timeout`` passes first, its
+        sockets are shut down (ending any read in progress) and the fetch fails.
+
+        :raises _FetchFailed: with a one-line reason.
+        """
+        deadline = _Deadline()
+        outcome: list[bytes | BaseException] = []
+        done = threading.Event()
+
+        def fetch() -> None:
+            try:
+                outcome.append(self._fetch(deadline))
+            except BaseException as exc:  # handed to the waiting caller
+                outcome.append(exc)
+            finally:
+                deadline.release()
+                done.set()
+
+        worker = threading.Thread(target=fetch, name="agentsudo-jwks-fetch", daemon=True)
+        worker.start()
+        if not done.wait(self.timeout):
+            deadline.expire()
+            raise _FetchFailed(f"no complete response within {self.timeout:g}s")
+        [result] = outcome
+        if isinstance(result, BaseException):
+            raise result
+        try:
+            return KeySet.from_json(result)
+        except ConfigError as exc:
+            raise _FetchFailed(str(exc)) from exc
+
+    def _fetch(self, deadline: _Deadline) -> bytes:
+        """The body of one GET (in the worker thread).
 
         :raises _FetchFailed: with a one-line reason.
         """
         request = urllib.request.Request(self.url, headers={"Accept": _ACCEPT})
-        deadline = time.monotonic() + self.timeout
+        opener = _opener(self._loopback, self._ssl_context, deadline)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body = self._read(response, deadline)
+            with opener.open(request, timeout=self.timeout) as response:
+                return self._read(response)
         except urllib.error.HTTPError as exc:
             exc.close()
             moved = " (redirects are not followed)" if 300 <= exc.code < 400 else ""
@@ -322,12 +505,8 @@ class JwksUrl:
             raise _FetchFailed(f"no response within {self.timeout:g}s") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise _FetchFailed(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            return KeySet.from_json(body)
-        except ConfigError as exc:
-            raise _FetchFailed(str(exc)) from exc
 
-    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
         if response.status != 200:
             raise _FetchFailed(f"HTTP {response.status}, expected 200")
         media_type = response.headers.get_content_type()
@@ -342,8 +521,6 @@ class JwksUrl:
             size += len(chunk)
             if size > MAX_JWKS_BYTES:
                 raise _FetchFailed(f"expected at most {MAX_JWKS_BYTES} bytes, found more")
-            if time.monotonic() > deadline:
-                raise _FetchFailed(f"no complete response within {self.timeout:g}s")
             chunks.append(chunk)
         return b"".join(chunks)
 

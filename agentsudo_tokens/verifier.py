@@ -30,6 +30,7 @@ from .errors import (
     AgentSudoError,
     BadSignatureError,
     InvalidTokenError,
+    KeysUnavailableError,
     MalformedTokenError,
     StoreUnavailableError,
     UnknownKeyError,
@@ -123,7 +124,11 @@ class Verifier:
 
             store = open_settings_store(settings, only_if_present=True)
         return cls(
-            load_key_source(settings.jwks_source, max_age=settings.jwks_cache_ttl),
+            load_key_source(
+                settings.jwks_source,
+                max_age=settings.jwks_cache_ttl,
+                max_stale=settings.jwks_max_stale,
+            ),
             issuer=settings.issuer,
             audience=settings.audience,
             leeway=settings.leeway,
@@ -152,8 +157,8 @@ class Verifier:
                     self._check_state(cached)
                 return cached
             claims, key = self._verify(token, expected_audience)
-        except (InvalidTokenError, StoreUnavailableError):
-            raise
+        except (InvalidTokenError, StoreUnavailableError, KeysUnavailableError):
+            raise  # KeysUnavailableError: a JWKS URL failing past max_stale (a 503, not a 401)
         except AgentSudoError as exc:
             raise InvalidTokenError(f"token refused: {exc}") from exc
         except Exception as exc:  # any surprise is a rejection, never an allow

@@ -54,6 +54,7 @@ from ..errors import (
     BadSignatureError,
     ExpiredTokenError,
     InvalidTokenError,
+    KeysUnavailableError,
     NotYetValidTokenError,
     PermissionDeniedError,
     RevokedTokenError,
@@ -145,9 +146,10 @@ def _forbidden(scope: str | None) -> _Answer:
     return _Answer(403, detail, {"WWW-Authenticate": challenge})
 
 
-def _unavailable() -> _Answer:
-    """503: the state store (revocation, one-time tokens) cannot be asked; fail closed."""
-    return _Answer(503, "cannot check the token now: the state store is unavailable", {})
+def _unavailable(exc: Exception | None = None) -> _Answer:
+    """503: the state store (revocation, one-time tokens) or the public keys cannot be had."""
+    what = "the public keys are" if isinstance(exc, KeysUnavailableError) else "the state store is"
+    return _Answer(503, f"cannot check the token now: {what} unavailable", {})
 
 
 def _denied(exc: PermissionDeniedError) -> _Answer:
@@ -309,9 +311,9 @@ class RequireScope(SecurityBase):
         except InvalidTokenError as exc:
             reason = _reason(exc)
             _log.info("token refused for %s: %s", _what(request), exc)
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, KeysUnavailableError) as exc:
             _log.warning("token not checked for %s: %s", _what(request), exc)
-            raise _unavailable().exception() from None
+            raise _unavailable(exc).exception() from None
         raise _unauthorized(reason).exception()
 
 
@@ -362,9 +364,9 @@ class AgentSudoMiddleware:
             _log.info("token refused for %s %s: %s", scope.get("method"), scope.get("path"), exc)
             await self._refuse(scope, send, _unauthorized(_reason(exc)))
             return
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, KeysUnavailableError) as exc:
             _log.warning("token not checked for %s: %s", scope.get("path"), exc)
-            await self._refuse(scope, send, _unavailable())
+            await self._refuse(scope, send, _unavailable(exc))
             return
         started = False
 
