@@ -9,11 +9,13 @@ of ``decode_unverified`` (for ``agentsudo inspect``) and no guard accepts it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from .errors import (
+    ConfigError,
     ExpiredTokenError,
     InvalidScopeError,
     MalformedTokenError,
@@ -25,14 +27,17 @@ from .errors import (
 from .scopes import ScopeSet, parse_scope_claim
 
 __all__ = [
+    "AGENT_NAME_GRAMMAR",
     "HEADER_PARAMETERS",
     "MAX_TIME",
     "REQUIRED_CLAIMS",
     "TOKEN_TYPE",
     "UnverifiedClaims",
     "VerifiedClaims",
+    "check_agent_name",
     "check_header",
     "check_claims",
+    "is_agent_name",
 ]
 
 TOKEN_TYPE = "at+jwt"
@@ -42,6 +47,14 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope")
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_NAME = 256
 MAX_AUDIENCES = 32
+# An agent's name (``sub``): an identifier, not a display name. ASCII only, so two names
+# that look alike are alike (no homoglyphs, no Unicode normalization forms), and nothing
+# printed to a terminal can move the cursor, end a line or reorder text (ESC, newlines,
+# bidi overrides, zero-width characters). No space: a name is one word in a table or a log.
+AGENT_NAME_GRAMMAR = "1 to 128 ASCII letters, digits and _ . @ : - (first a letter or digit)"
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}").fullmatch
+ONCE_CLAIM = "once"  # true: single-use; only a verifier with a state store may accept it
+STATEFUL_CLAIMS = (ONCE_CLAIM,)  # claims a verifier without a store must refuse
 _REFUSED_CLAIMS = ("cnf",)  # proof of possession is not supported yet: fail closed
 _COMPILED_LIMIT = 1024
 _COMPILED_SCOPES: dict[str, ScopeSet] = {}  # scope claim -> its compiled, immutable ScopeSet
@@ -80,6 +93,43 @@ def check_header(header: dict[str, Any]) -> tuple[str, str]:
             found=type(kid).__name__,
         )
     return kid, alg
+
+
+def is_agent_name(value: object) -> bool:
+    """True when ``value`` is a valid agent name (see ``AGENT_NAME_GRAMMAR``)."""
+    return isinstance(value, str) and _AGENT_NAME(value) is not None
+
+
+def _shown(value: object) -> str:
+    """A hostile value as safe, short, one-line text for a message."""
+    if not isinstance(value, str):
+        return type(value).__name__
+    return ascii(value[:40]) + ("..." if len(value) > 40 else "")
+
+
+def check_agent_name(value: object, what: str = "agent name") -> str:
+    """Return ``value`` when it is a valid agent name, for whoever mints or builds an agent.
+
+    :raises ConfigError: it is not (the message states the grammar).
+    """
+    if isinstance(value, str) and _AGENT_NAME(value) is not None:
+        return value
+    raise ConfigError(
+        f"{what}: expected {AGENT_NAME_GRAMMAR}, found {_shown(value)}",
+        expected=AGENT_NAME_GRAMMAR,
+        found=_shown(value),
+    )
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    value = claims["sub"]
+    if not is_agent_name(value):
+        raise MalformedTokenError(
+            f"claim 'sub': expected an agent name ({AGENT_NAME_GRAMMAR}), found {_shown(value)}",
+            expected=AGENT_NAME_GRAMMAR,
+            found=_shown(value),
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _string(claims: dict[str, Any], name: str) -> str:
@@ -170,6 +220,11 @@ class VerifiedClaims:
         """The token's lifetime, ``exp - iat``."""
         return self.expires_at - self.issued_at
 
+    @property
+    def single_use(self) -> bool:
+        """True for a one-time token: only a verifier with a state store may accept it."""
+        return self.claims.get(ONCE_CLAIM) is True
+
 
 @dataclass(frozen=True)
 class UnverifiedClaims:
@@ -208,8 +263,15 @@ def check_claims(
                 f"claim {name!r} is not supported by this verifier; refusing the token",
                 found=name,
             )
+    for name in STATEFUL_CLAIMS:
+        if name in claims and claims[name] is not True:
+            raise MalformedTokenError(
+                f"claim {name!r}: expected true when present, found {claims[name]!r}",
+                expected=True,
+                found=claims[name],
+            )
     iss = _string(claims, "iss")
-    sub = _string(claims, "sub")
+    sub = _subject(claims)
     jti = _string(claims, "jti")
     aud = _audience(claims)
     iat, nbf, exp = _time(claims, "iat"), _time(claims, "nbf"), _time(claims, "exp")

@@ -26,6 +26,7 @@ __all__ = [
     "NotYetValidTokenError",
     "PermissionDeniedError",
     "RevokedTokenError",
+    "StateRequiredError",
     "StoreUnavailableError",
     "TokenLifetimeError",
     "UnknownApprovalError",
@@ -143,3 +144,7 @@ class WrongIssuerError(InvalidTokenError):
 
 class RevokedTokenError(InvalidTokenError):
     """The token was revoked."""
+
+
+class StateRequiredError(InvalidTokenError):
+    """The token needs a state store (a one-time token) and this verifier has none."""

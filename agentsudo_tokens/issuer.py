@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, TOKEN_TYPE
+from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, ONCE_CLAIM, TOKEN_TYPE, check_agent_name
 from .config import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
@@ -122,6 +122,7 @@ class Issuer:
         ttl: int | None = None,
         audience: str | list[str] | None = None,
         now: float | None = None,
+        once: bool = False,
     ) -> IssuedToken:
         """Mint a token for ``agent`` with ``scopes``.
 
@@ -129,10 +130,13 @@ class Issuer:
         :param ttl: lifetime in seconds (default ``default_ttl``).
         :param audience: the ``aud`` claim (default the issuer's).
         :param now: the issue time in epoch seconds (for tests); default the clock.
+        :param once: a one-time token (claim ``once``): verifiers with a state store
+            accept it once, verifiers without one refuse it.
         :raises InvalidScopeError: a scope outside the grammar, or no scope at all.
-        :raises ConfigError: a bad agent name or audience, or a TTL outside 1..max.
+        :raises ConfigError: an agent name outside the grammar (``AGENT_NAME_GRAMMAR``),
+            a bad audience, or a TTL outside 1..max.
         """
-        subject = _name(agent, "agent")
+        subject = check_agent_name(agent, "agent")
         granted = scopes if isinstance(scopes, ScopeSet) else ScopeSet.parse(scopes)
         if not granted.scopes:
             raise InvalidScopeError("expected at least one scope, found none", expected=">=1")
@@ -178,6 +182,8 @@ class Issuer:
             "jti": secrets.token_urlsafe(16),
             "scope": granted.claim(),
         }
+        if once:
+            claims[ONCE_CLAIM] = True
         header = {"alg": self.key.alg, "typ": TOKEN_TYPE, "kid": self.key.kid}
         token = encode(header, claims, self.key)
         if len(token) > MAX_TOKEN_BYTES:

@@ -5,13 +5,12 @@
     verifier.verify(minted.token)        # accepted, and consumed
     verifier.verify(minted.token)        # RevokedTokenError: already used (in any process)
 
-The token itself carries no private claim. The issuer records ``once:<jti>``
-in the store before it hands the token out; a verifier with the store finds
-that mark in the same read as its revocation check and then claims
-``used:<jti>`` with an atomic add (SQLite ``INSERT``, Redis ``SET NX``), so
-of N racing verifiers exactly one wins. A verifier without the store cannot
-know a token is one-time: give one-time tokens only to services that verify
-with the store.
+The token says it is single-use (claim ``"once": true``), so every verifier
+knows: one with a state store claims ``used:<jti>`` with an atomic add (SQLite
+``INSERT``, Redis ``SET NX``), so of N racing verifiers exactly one wins; one
+without a store refuses the token (``StateRequiredError``), failing closed.
+The issuer also records ``once:<jti>`` in the store before it hands the token
+out, which proves the store works and lists the token's single use there.
 """
 
 from __future__ import annotations
@@ -58,6 +57,6 @@ def issue_once(
     :raises ConfigError: as ``Issuer.issue``.
     :raises StoreUnavailableError: the store cannot be reached; no token is returned.
     """
-    minted = issuer.issue(agent, scopes, **options)
+    minted = issuer.issue(agent, scopes, once=True, **options)
     mark_one_time(store, minted.claims)
     return minted

@@ -7,21 +7,30 @@
 
 Only a verifier given the store sees revocations; without one, verification
 stays offline and a token is good until it expires. Each entry is kept as
-long as the token it concerns can still verify (its ``exp``, or the maximum
-TTL when only the ``jti`` is known, plus the largest leeway), then expires.
+long as a token it concerns can still verify, then expires:
+
+- by whole token: until its ``exp`` plus the largest leeway (``MAX_LEEWAY``);
+- by ``jti`` alone: a token naming it was issued at most the leeway in the
+  future and lives at most ``max_ttl``, and verifiers accept it a leeway past
+  its ``exp``; so until now + ``max_ttl`` + 2 × ``MAX_LEEWAY``. This holds for
+  every verifier whose ``AGENTSUDO_MAX_TTL`` is not above the revoker's;
+- by agent: every token issued until now plus ``leeway`` (an issuer whose
+  clock runs ahead), kept until that cut-off + ``max_ttl`` + ``MAX_LEEWAY``.
+
 ``check_token`` is what a verifier runs: one read for the token's ``jti``,
 its agent and its one-time mark, then, for a one-time token, one atomic claim.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from .claims import MAX_NAME
-from .config import DEFAULT_MAX_TTL, MAX_LEEWAY
+from .config import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, MAX_LEEWAY
 from .errors import ConfigError, RevokedTokenError
 from .onetime import ONCE, USED
 
@@ -45,6 +54,13 @@ class Revocation:
     reason: str | None
     revoked_at: int
     kept_until: int
+    cutoff: int | None = None  # for an agent: tokens issued until then are refused
+
+
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC: ``2026-12-01T13:51:38Z``."""
+    moment = datetime.datetime.fromtimestamp(int(seconds), datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _checked(value: object, what: str) -> str:
@@ -74,14 +90,16 @@ def revoke(
 ) -> Revocation:
     """Revoke the token with this ``jti``.
 
-    :param expires_at: the token's ``exp``, when known: the entry is kept until then.
-        Otherwise it is kept for ``max_ttl``, the longest a token issued now can live.
+    :param expires_at: the token's ``exp``, when known: the entry is kept until then
+        (plus ``MAX_LEEWAY``). Otherwise for as long as any token naming this ``jti``
+        could verify: ``max_ttl`` + 2 × ``MAX_LEEWAY`` from now (see the module docs).
     :raises ConfigError: not a ``jti``.
     :raises StoreUnavailableError: the store cannot be reached.
     """
     jti = _checked(jti, "jti")
     issued = int(time.time() if now is None else now)
-    last = issued + max_ttl if expires_at is None else min(int(expires_at), issued + max_ttl)
+    latest_exp = issued + MAX_LEEWAY + max_ttl  # issued up to a leeway ahead, living max_ttl
+    last = latest_exp if expires_at is None else min(int(expires_at), latest_exp)
     kept_until = last + MAX_LEEWAY
     why = _reason(reason)
     store.put(REVOKED + jti, json.dumps({"at": issued, "reason": why}), expires_at=kept_until)
@@ -120,24 +138,28 @@ def revoke_agent(
     *,
     reason: str | None = None,
     max_ttl: int = DEFAULT_MAX_TTL,
+    leeway: int = DEFAULT_LEEWAY,
     now: float | None = None,
 ) -> Revocation:
-    """Revoke every token of ``agent`` issued until now (``iat <= now``): a kill switch.
+    """Revoke every token of ``agent`` issued until now, a kill switch.
 
-    Tokens minted for the agent after this second verify again. The entry is
-    kept for ``max_ttl`` (plus the largest leeway), by when every earlier token
-    has expired anyway.
+    The cut-off is now plus ``leeway``: a token from an issuer whose clock runs
+    that far ahead is covered too, and tokens minted for the agent verify again
+    once the cut-off has passed. The entry is kept until the cut-off plus
+    ``max_ttl`` (plus the largest leeway), by when every earlier token has
+    expired anyway.
 
     :raises ConfigError: not an agent name.
     :raises StoreUnavailableError: the store cannot be reached.
     """
     agent = _checked(agent, "agent")
-    before = int(time.time() if now is None else now)
+    at = int(time.time() if now is None else now)
+    before = at + max(0, min(int(leeway), MAX_LEEWAY))
     kept_until = before + max_ttl + MAX_LEEWAY
     why = _reason(reason)
-    entry = json.dumps({"before": before, "at": before, "reason": why})
+    entry = json.dumps({"before": before, "at": at, "reason": why})
     store.put(AGENT + agent, entry, expires_at=kept_until)
-    return Revocation("agent", agent, why, before, kept_until)
+    return Revocation("agent", agent, why, at, kept_until, before)
 
 
 def _agent_cutoff(entry: str) -> int | None:
@@ -166,13 +188,15 @@ def check_token(store: Store, claims: VerifiedClaims) -> None:
         raise _revoked(f"token {jti!r} was revoked", "revoked jti")
     if agent is not None:
         before = _agent_cutoff(agent)
-        if before is None or claims.issued_at <= before:  # an unreadable entry revokes: fail closed
+        if before is None:  # an unreadable entry revokes: fail closed
+            raise _revoked(f"every token of agent {claims.subject!r} was revoked", "revoked agent")
+        if claims.issued_at <= before:
             raise _revoked(
-                f"every token of agent {claims.subject!r} issued until {before} was revoked; "
-                f"this one was issued at {claims.issued_at}",
+                f"every token of agent {claims.subject!r} issued until {iso_time(before)} was "
+                f"revoked; this one was issued at {iso_time(claims.issued_at)}",
                 "revoked agent",
             )
-    if once is not None:
+    if once is not None or claims.single_use:
         used = store.add(
             USED + jti, str(int(time.time())), expires_at=claims.expires_at + MAX_LEEWAY
         )

@@ -11,13 +11,19 @@ The algorithm comes from the key found by ``kid``, never from the token. Checks
 run cheapest first: length, shape, header, key, signature, claims. Any
 unexpected exception while verifying is a rejection. A verified token is
 cached (bounded) until it expires, so a repeat costs a dict look-up and a
-clock read. With a store, every verification (cached or not) also asks the
-store, and a store that cannot be reached refuses (``StoreUnavailableError``).
+clock read. With a store, verification also asks the store (revocation; a
+one-time token's single use), and a store that cannot be reached refuses
+(``StoreUnavailableError``). ``revocation_recheck`` lets a "not revoked"
+answer about a token be reused for that many seconds (the default verifier:
+one second), unless this process writes to the store meanwhile; a one-time
+token always asks. Without a store, a token that needs one (``once``) is
+refused (``StateRequiredError``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +38,7 @@ from .errors import (
     InvalidTokenError,
     KeysUnavailableError,
     MalformedTokenError,
+    StateRequiredError,
     StoreUnavailableError,
     UnknownKeyError,
 )
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Verifier", "decode_unverified"]
 
 DEFAULT_CACHE_SIZE = 4096
+DEFAULT_REVOCATION_RECHECK = 1.0  # seconds; the default verifier's bound on a revocation's delay
 
 
 _HEADER_LIMIT = 256
@@ -63,6 +71,18 @@ def _header(encoded: str) -> tuple[str, str]:
     return kid_alg
 
 
+class _Entry:
+    """A verified token in the cache, and when the store last said it was not revoked."""
+
+    __slots__ = ("claims", "key", "checked_at", "changes")
+
+    def __init__(self, claims: VerifiedClaims, key: PublicKey) -> None:
+        self.claims = claims
+        self.key = key
+        self.checked_at = -math.inf
+        self.changes = -1
+
+
 class Verifier:
     """Verifies agentsudo tokens with public keys alone.
 
@@ -73,7 +93,10 @@ class Verifier:
     :param max_ttl: the longest lifetime ``exp - iat`` accepted.
     :param cache_size: how many verified tokens to remember; 0 turns the cache off.
     :param store: state to check after the signature and claims: revocation and
-        one-time tokens (see ``agentsudo_tokens.store``). ``None``: offline only.
+        one-time tokens (see ``agentsudo_tokens.store``). ``None``: offline only,
+        and one-time tokens are refused.
+    :param revocation_recheck: seconds for which the store's "not revoked" answer
+        about a cached token is reused; 0 asks on every verification.
     :param clock: seconds since the epoch; for tests.
     """
 
@@ -87,6 +110,7 @@ class Verifier:
         max_ttl: int = DEFAULT_MAX_TTL,
         cache_size: int = DEFAULT_CACHE_SIZE,
         store: Store | None = None,
+        revocation_recheck: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
@@ -96,8 +120,9 @@ class Verifier:
         self.max_ttl = max_ttl
         self.cache_size = cache_size
         self.store = store
+        self.revocation_recheck = revocation_recheck
         self._clock = clock
-        self._cache: dict[str, tuple[VerifiedClaims, PublicKey]] = {}
+        self._cache: dict[str, _Entry] = {}
         self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -114,15 +139,16 @@ class Verifier:
         """A verifier for ``AGENTSUDO_JWKS`` (or the key directory), issuer and audience.
 
         :param store: ``"auto"``: ``AGENTSUDO_STORE`` if set, else the key directory's
-            state file if it exists (made by ``agentsudo revoke``, ``issue --once``, ...),
-            else none. Or a ``Store``, or ``None`` for offline verification only.
+            state file, read whenever it exists (``agentsudo revoke`` and ``issue --once``
+            make it, also after this verifier started). Or a ``Store``, or ``None`` for
+            offline verification only.
         :raises ConfigError: the public keys cannot be read, or ``AGENTSUDO_STORE`` is bad.
         """
         settings = settings or Settings.from_env()
         if isinstance(store, str):  # "auto"
             from .store import open_settings_store
 
-            store = open_settings_store(settings, only_if_present=True)
+            store = open_settings_store(settings, reader=True)
         return cls(
             load_key_source(
                 settings.jwks_source,
@@ -134,6 +160,7 @@ class Verifier:
             leeway=settings.leeway,
             max_ttl=settings.max_ttl,
             store=store,
+            revocation_recheck=DEFAULT_REVOCATION_RECHECK,
         )
 
     @classmethod
@@ -151,12 +178,12 @@ class Verifier:
         """
         expected_audience = self.audience if audience is None else audience
         try:  # the cache look-up asks the key source too: its surprises are rejections as well
-            cached = self._cached(token, expected_audience)
-            if cached is not None:
-                if self.store is not None:
-                    self._check_state(cached)
-                return cached
-            claims, key = self._verify(token, expected_audience)
+            entry = self._cached(token, expected_audience)
+            if entry is None:
+                claims, key = self._verify(token, expected_audience)
+                entry = _Entry(claims, key)
+                if self.cache_size > 0:
+                    self._remember(token, entry)
         except (InvalidTokenError, StoreUnavailableError, KeysUnavailableError):
             raise  # KeysUnavailableError: a JWKS URL failing past max_stale (a 503, not a 401)
         except AgentSudoError as exc:
@@ -165,36 +192,48 @@ class Verifier:
             raise MalformedTokenError(
                 f"token refused: unexpected {type(exc).__name__} while verifying"
             ) from exc
-        if self.cache_size > 0:
-            self._remember(token, claims, key)
         if self.store is not None:
-            self._check_state(claims)
-        return claims
+            self._check_state(entry)
+        elif entry.claims.single_use:
+            raise StateRequiredError(
+                "this token is single-use and this verifier has no state store to record its use",
+                expected="a verifier with a state store",
+                found="no store",
+            )
+        return entry.claims
 
-    def _check_state(self, claims: VerifiedClaims) -> None:
+    def _check_state(self, entry: _Entry) -> None:
         """Revocation and one-time use, from the store; any surprise refuses."""
-        assert self.store is not None
+        store = self.store
+        assert store is not None
+        claims = entry.claims
+        if not claims.single_use and self.revocation_recheck > 0:
+            now, changes = self._clock(), store.changes
+            if entry.changes == changes and now - entry.checked_at < self.revocation_recheck:
+                return
         try:
-            check_token(self.store, claims)
+            check_token(store, claims)
         except (InvalidTokenError, StoreUnavailableError):
             raise
         except Exception as exc:  # a store that misbehaves never lets a token through
             raise StoreUnavailableError(
-                f"state store {self.store.url}: unexpected {type(exc).__name__} while checking "
+                f"state store {store.url}: unexpected {type(exc).__name__} while checking "
                 "revocation",
                 found=type(exc).__name__,
             ) from exc
+        if not claims.single_use and self.revocation_recheck > 0:
+            entry.checked_at, entry.changes = now, changes
 
-    def _cached(self, token: str, audience: str) -> VerifiedClaims | None:
+    def _cached(self, token: str, audience: str) -> _Entry | None:
         """The cached result while unexpired, for this audience, its key still trusted."""
         entry = self._cache.get(token) if isinstance(token, str) else None
         if entry is None:
             return None
-        claims, key = entry
+        claims, key = entry.claims, entry.key
         if self._clock() < claims.expires_at + self.leeway and audience in claims.audience:
             trusted = self.keys.get(claims.kid)  # None once retired; another key if replaced
             if trusted is key or trusted == key:
-                return claims
+                return entry
         with self._cache_lock:  # never while _remember walks the cache
             self._cache.pop(token, None)
         return None
@@ -234,21 +273,21 @@ class Verifier:
         )
         return claims, key
 
-    def _remember(self, token: str, claims: VerifiedClaims, key: PublicKey) -> None:
+    def _remember(self, token: str, entry: _Entry) -> None:
         with self._cache_lock:
             cache = self._cache
             if len(cache) >= self.cache_size:
                 # Evict in a batch so the scan is paid once per quarter of the cache, not per
                 # insert: expired entries first, then the oldest down to three quarters.
                 now = self._clock()
-                expired = [t for t, (c, _) in cache.items() if c.expires_at + self.leeway <= now]
+                expired = [t for t, e in cache.items() if e.claims.expires_at + self.leeway <= now]
                 for stale in expired:
                     del cache[stale]
                 excess = len(cache) - self.cache_size * 3 // 4
                 if excess > 0:
                     for oldest in list(itertools.islice(cache, excess)):
                         del cache[oldest]
-            cache[token] = (claims, key)
+            cache[token] = entry
 
     def forget(self, token: str | None = None) -> None:
         """Drop one token (or every token) from the cache of verified tokens."""

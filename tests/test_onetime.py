@@ -24,10 +24,14 @@ from agentsudo_tokens import (
     Verifier,
     WrongAudienceError,
 )
-from agentsudo_tokens.errors import StoreUnavailableError
+from agentsudo_tokens.errors import (
+    MalformedTokenError,
+    StateRequiredError,
+    StoreUnavailableError,
+)
 from agentsudo_tokens.onetime import USED, issue_once, mark_one_time
 from agentsudo_tokens.revocation import revoke
-from agentsudo_tokens.store import Store, open_store
+from agentsudo_tokens.store import STATE_FILE, Store, open_store
 
 PROCESSES = 8
 ROUNDS = 60
@@ -68,14 +72,50 @@ def test_a_refused_token_consumes_nothing(issuer: Issuer, checked: Verifier, sto
     assert store.get(USED + revoked.claims["jti"]) is None
 
 
-def test_without_the_store_a_verifier_cannot_know(
+def test_a_verifier_without_a_store_refuses_a_one_time_token(
     issuer: Issuer, verifier: Verifier, store: Store
 ) -> None:
-    """Documented: one-time is enforced by verifiers that use the store, and only by them."""
+    """The token says it is single-use: a verifier that cannot record its use refuses it."""
     minted = issue_once(issuer, store, "DeployBot", "deploy:prod")
-    verifier.verify(minted.token)
-    verifier.forget()
-    verifier.verify(minted.token)
+    assert minted.claims["once"] is True
+    assert verifier.store is None
+    for _ in range(3):  # not once, and not after a cache hit either
+        with pytest.raises(StateRequiredError, match="single-use and this verifier has no state"):
+            verifier.verify(minted.token)
+    plain = issuer.issue("DeployBot", "deploy:prod")
+    assert verifier.verify(plain.token).subject == "DeployBot"  # other tokens are unaffected
+
+
+def test_the_default_verifier_with_no_state_file_yet_consumes_a_one_time_token(
+    monkeypatch: pytest.MonkeyPatch, issuer: Issuer, key_dir: KeyDirectory
+) -> None:
+    """No AGENTSUDO_STORE and no state file yet: the first use creates it, the second fails."""
+    monkeypatch.setenv("AGENTSUDO_KEYS_DIR", str(key_dir.path))
+    minted = issuer.issue("DeployBot", "deploy:prod", once=True)  # marked only in the token
+    default = Verifier.from_settings()
+    assert not (key_dir.path / STATE_FILE).exists()
+    assert default.verify(minted.token).subject == "DeployBot"
+    with pytest.raises(RevokedTokenError, match="already used"):
+        default.verify(minted.token)
+    with pytest.raises(RevokedTokenError, match="already used"):
+        Verifier.from_settings().verify(minted.token)
+
+
+@pytest.mark.parametrize("value", [False, 1, "true", None, [True]])
+def test_a_once_claim_other_than_true_is_malformed(
+    key_dir: KeyDirectory, verifier: Verifier, value: object
+) -> None:
+    from agentsudo_tokens.jws import encode
+
+    signing = key_dir.signing_key()
+    now = int(time.time())
+    claims = {
+        "iss": "agentsudo", "sub": "DeployBot", "aud": "agentsudo", "iat": now, "nbf": now,
+        "exp": now + 60, "jti": "j" * 22, "scope": "deploy:prod", "once": value,
+    }  # fmt: skip
+    token = encode({"alg": "EdDSA", "typ": "at+jwt", "kid": signing.kid}, claims, signing)
+    with pytest.raises(MalformedTokenError, match="claim 'once'"):
+        verifier.verify(token)
 
 
 def test_mark_needs_jti_and_exp(store: Store) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -83,9 +84,12 @@ def test_revoke_a_whole_token(issuer: Issuer, checked: Verifier, store: Store) -
         checked.verify(minted.token)
 
 
-def test_a_jti_alone_is_kept_for_the_maximum_ttl(store: Store) -> None:
+def test_a_jti_alone_is_kept_while_any_token_naming_it_could_verify(store: Store) -> None:
+    """Issued up to a leeway ahead, living max_ttl, accepted a leeway past exp: 2 x 300 s."""
     done = revoke(store, "some-jti", max_ttl=3600, now=1_000_000)
-    assert done.kept_until == 1_000_000 + 3600 + 300
+    assert done.kept_until == 1_000_000 + 3600 + 2 * 300
+    known = revoke(store, "other-jti", expires_at=1_000_100, max_ttl=3600, now=1_000_000)
+    assert known.kept_until == 1_000_100 + 300  # the token's own exp, plus the largest leeway
     with pytest.raises(ConfigError):
         revoke(store, "")
 
@@ -151,19 +155,22 @@ def test_a_misbehaving_store_never_lets_a_token_through(
 def test_revoke_agent_refuses_every_token_issued_until_now(
     issuer: Issuer, checked: Verifier, store: Store
 ) -> None:
-    now = int(time.time())
-    earlier = issuer.issue("SupportBot", "read:orders", now=now - 60)
-    same_second = issuer.issue("SupportBot", "read:orders", now=now)
-    bystander = issuer.issue("AnalyticsBot", "read:orders", now=now - 60)
+    at = int(time.time()) - 100  # the switch was thrown 100 s ago
+    earlier = issuer.issue("SupportBot", "read:orders", now=at - 60)
+    same_second = issuer.issue("SupportBot", "read:orders", now=at)
+    ahead = issuer.issue("SupportBot", "read:orders", now=at + 25)  # an issuer's clock ahead
+    bystander = issuer.issue("AnalyticsBot", "read:orders", now=at - 60)
     checked.verify(earlier.token)
-    done = revoke_agent(store, "SupportBot", reason="compromised", now=now)
-    assert done.kind == "agent" and done.revoked_at == now
-    assert done.kept_until == now + Settings().max_ttl + 300
-    for minted in (earlier, same_second):
-        with pytest.raises(RevokedTokenError, match="every token of agent 'SupportBot'"):
+    done = revoke_agent(store, "SupportBot", reason="compromised", now=at)
+    assert done.kind == "agent" and done.revoked_at == at and done.cutoff == at + 30
+    assert done.kept_until == at + 30 + Settings().max_ttl + 300
+    for minted in (earlier, same_second, ahead):
+        with pytest.raises(RevokedTokenError, match="every token of agent 'SupportBot'") as err:
             checked.verify(minted.token)
+        assert re.search(r"until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(err.value))
+        assert str(at) not in str(err.value)  # ISO 8601 times, not raw epochs
     assert checked.verify(bystander.token).subject == "AnalyticsBot"
-    later = issuer.issue("SupportBot", "read:orders", now=now + 1)  # minted after the switch
+    later = issuer.issue("SupportBot", "read:orders", now=at + 31)  # after the cut-off
     assert checked.verify(later.token).subject == "SupportBot"
 
 
@@ -209,14 +216,14 @@ def test_the_default_verifier_uses_agentsudo_store(
         read_orders()
 
 
-def test_the_default_verifier_is_offline_without_state(
+def test_the_default_verifier_reads_the_state_file_whenever_it_exists(
     monkeypatch: pytest.MonkeyPatch, key_dir: KeyDirectory
 ) -> None:
     monkeypatch.setenv("AGENTSUDO_KEYS_DIR", str(key_dir.path))
-    assert Verifier.from_settings().store is None  # no variable, no state file: offline
+    default = Verifier.from_settings()
+    assert default.store is not None and default.revocation_recheck > 0
+    assert not (key_dir.path / STATE_FILE).exists()  # a reader creates nothing
     assert Verifier.from_settings(store=None).store is None
-    (key_dir.path / STATE_FILE).touch()
-    assert Verifier.from_settings().store is not None  # the key directory's file, once made
 
 
 # -- the command line ------------------------------------------------------------------------

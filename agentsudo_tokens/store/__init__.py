@@ -60,14 +60,17 @@ def default_store_url(settings: Settings) -> str:
     return f"sqlite:///{settings.keys_dir / STATE_FILE}"
 
 
-def open_settings_store(settings: Settings, *, only_if_present: bool = False) -> Store | None:
+def open_settings_store(settings: Settings, *, reader: bool = False) -> Store:
     """The configured store: ``AGENTSUDO_STORE``, else the key directory's SQLite file.
 
-    :param only_if_present: with no ``AGENTSUDO_STORE``, return ``None`` unless the
-        SQLite file already exists (what a verifier wants: no state, no store).
+    :param reader: for a verifier: with no ``AGENTSUDO_STORE``, the key directory's
+        file is read while it exists and not created until something is written
+        (a one-time token's use), so a service with no state yet still sees the
+        first revocation made after it started.
     :raises ConfigError: ``AGENTSUDO_STORE`` is not a store URL.
     """
-    if not settings.store and only_if_present:
-        if not (settings.keys_dir / STATE_FILE).exists():
-            return None
+    if not settings.store and reader:
+        from .sqlite import SqliteStore
+
+        return SqliteStore((settings.keys_dir / STATE_FILE).absolute(), create=False)
     return open_store(default_store_url(settings))

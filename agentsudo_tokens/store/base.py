@@ -28,6 +28,16 @@ class Store(abc.ABC):
     """
 
     url: str  # where the store lives, any password masked
+    _local_changes = 0
+
+    @property
+    def changes(self) -> int:
+        """A number that changes whenever this process writes through the store.
+
+        Verifiers reuse a store's answer about a token for a moment; a write in
+        this process (a revocation, say) makes them ask again at once.
+        """
+        return self._local_changes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -99,18 +99,21 @@ class RedisStore(Store):
         return None if value is None else str(value)
 
     def put(self, key: str, value: str, *, expires_at: float) -> None:
+        self._local_changes += 1
         try:
             self._client.set(PREFIX + key, value, pxat=int(expires_at * 1000))
         except self._errors as exc:
             raise self._unavailable(exc) from exc
 
     def add(self, key: str, value: str, *, expires_at: float) -> bool:
+        self._local_changes += 1
         try:
             return bool(self._client.set(PREFIX + key, value, nx=True, pxat=int(expires_at * 1000)))
         except self._errors as exc:
             raise self._unavailable(exc) from exc
 
     def take(self, key: str) -> str | None:
+        self._local_changes += 1
         try:
             pipe = self._client.pipeline(transaction=True)
             value, _ = pipe.get(PREFIX + key).delete(PREFIX + key).execute()

@@ -40,6 +40,8 @@ def mint(
     ttl: int | None,
     aud: tuple[str, ...],
     keys_dir: Path | None,
+    *,
+    once: bool = False,
 ) -> IssuedToken:
     """Mint with the key directory's active key; warn on stderr about `**`."""
     from agentsudo_tokens.issuer import Issuer
@@ -49,7 +51,7 @@ def mint(
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
     issuer = Issuer.from_settings(settings(keys_dir=keys_dir, ttl=ttl))  # the flag beats the env
     audience = list(aud) if len(aud) > 1 else (aud[0] if aud else None)
-    return issuer.issue(agent, granted, ttl=ttl, audience=audience)
+    return issuer.issue(agent, granted, ttl=ttl, audience=audience, once=once)
 
 
 @click.command()
@@ -75,11 +77,12 @@ def issue(
     \b
     export AGENTSUDO_TOKEN=$(agentsudo issue --agent SupportBot --scopes read:orders,write:refunds)
 
-    With --once the token is recorded as one-time in the state store
-    (--store, AGENTSUDO_STORE, default <keys-dir>/agentsudo-state.db) before it
-    is printed: the first verifier using that store consumes it, later uses fail.
+    With --once the token says it is single-use and is recorded in the state
+    store (--store, AGENTSUDO_STORE, default <keys-dir>/agentsudo-state.db)
+    before it is printed: the first verifier using that store consumes it, later
+    uses fail, and a verifier without a store refuses it.
     """
-    minted = mint(agent, scopes, ttl, aud, keys_dir)
+    minted = mint(agent, scopes, ttl, aud, keys_dir, once=once)
     if once:
         from agentsudo_tokens.onetime import mark_one_time
 

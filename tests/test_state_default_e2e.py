@@ -1,0 +1,333 @@
+"""The state store in the default configuration, across real processes.
+
+No ``AGENTSUDO_STORE``, no explicit verifier: every process works in one
+directory whose ``keys/`` holds the key and ``agentsudo-state.db``, as a user
+following the README does. These are the regressions of issue 8, items 1-3:
+the SQLite store dropping its own POSIX locks (a lost approval, "disk I/O
+error"), a long-running process never seeing the state file appear, and a
+one-time token accepted by a verifier without a store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentsudo_tokens import Agent, Issuer, KeyDirectory, RevokedTokenError
+from agentsudo_tokens.store import STATE_FILE
+from agentsudo_tokens.store.sqlite import SqliteStore
+
+AGENTSUDO = str(Path(sys.executable).with_name("agentsudo"))
+
+
+def sh(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``agentsudo`` as a user would, in ``cwd``."""
+    return subprocess.run(
+        [AGENTSUDO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A project directory with ``keys/`` made by ``agentsudo keys init``."""
+    done = sh("keys", "init", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+@pytest.fixture
+def here(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test process itself works in ``workdir`` too (the default ``./keys``)."""
+    monkeypatch.chdir(workdir)
+    yield workdir
+
+
+def _spawn(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    path = cwd / "agent.py"
+    path.write_text(textwrap.dedent(script))
+    return subprocess.Popen(
+        [sys.executable, str(path)],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# -- 1. the approval flow exactly as the issue wrote it --------------------------------------
+
+
+AGENT_PY = """
+    from agentsudo_tokens import Agent, current_agent, sudo
+    from agentsudo_tokens.elevation import ask
+
+    @sudo(scope="write:refunds", on_deny=ask(timeout=20))
+    def refund():
+        return "refunded"
+
+    print(refund(), flush=True)
+    for _ in range(20):  # later calls use the store again: revocation checks, a fresh verify
+        Agent.from_token(current_agent().token)
+    print("later calls fine", flush=True)
+"""
+
+
+def test_the_approval_flow_of_the_issue_in_the_default_configuration(workdir: Path) -> None:
+    """keys init; revoke (the state file exists); issue; agent waits; approvals; approve."""
+    assert sh("revoke", "0" * 32, cwd=workdir).returncode == 0
+    assert (workdir / "keys" / STATE_FILE).exists()
+    issued = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir)
+    assert issued.returncode == 0, issued.stderr
+    env = {**os.environ, "AGENTSUDO_TOKEN": issued.stdout.strip()}
+    agent = _spawn(AGENT_PY, workdir, env)
+    try:
+        request_id = None
+        deadline = time.monotonic() + 30
+        while request_id is None and time.monotonic() < deadline:
+            listed = sh("approvals", cwd=workdir)
+            assert listed.returncode == 0, listed.stderr
+            found = re.search(r"apr_[A-Za-z0-9_-]+", listed.stdout)
+            request_id = found.group(0) if found else None
+            if request_id is None:
+                assert agent.poll() is None, agent.communicate()
+                time.sleep(0.1)
+        assert request_id is not None, "the request never appeared in `agentsudo approvals`"
+        approved = sh("approve", request_id, cwd=workdir)
+        assert approved.returncode == 0, approved.stderr
+        assert approved.stdout.startswith("approved:")
+        out, err = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, err
+    assert out.splitlines() == ["refunded", "later calls fine"], err
+    assert "disk I/O error" not in err
+
+
+# -- 1. the store keeps its locks: two stores in one process, other processes come and go ----
+
+
+WRITER = """
+import sys
+from agentsudo_tokens.store.sqlite import SqliteStore
+
+for line in sys.stdin:
+    key = line.strip()
+    if not key:
+        break
+    with SqliteStore(sys.argv[1]) as store:  # opened and closed each round, as a CLI run does
+        store.put(key, "v-" + key, expires_at=4e9)
+    print("wrote", key, flush=True)
+"""
+
+
+def test_cross_process_writes_are_seen_by_two_stores_in_one_process(tmp_path: Path) -> None:
+    """50 rounds: another process writes, both stores of this process read it at once.
+
+    Each round this process also opens and closes a third store on the file (as code
+    doing ``with open_store(url) as s:`` does): that must not cost the others their locks.
+    """
+    path = tmp_path / "state.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    first.put("warm", "1", expires_at=4e9)
+    assert second.get("warm") == "1"  # both stores hold the file open from here on
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    writer = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdin is not None and writer.stdout is not None
+    try:
+        for round_ in range(50):
+            key = f"k{round_}"
+            with SqliteStore(path) as transient:
+                assert transient.get("warm") == "1"
+            writer.stdin.write(key + "\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline().strip() == f"wrote {key}"
+            assert first.get(key) == f"v-{key}", f"round {round_}: the first store missed it"
+            assert second.get(key) == f"v-{key}", f"round {round_}: the second store missed it"
+            first.put(f"mine{round_}", "1", expires_at=4e9)  # and writing still works
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=30)
+        writer.stdout.close()
+    assert writer.returncode == 0
+    first.close()
+    assert second.get("k49") == "v-k49"  # closing one store leaves the other working
+    second.close()
+
+
+def test_the_wal_survives_another_process_coming_and_going(tmp_path: Path) -> None:
+    """While this process holds the file, another one's exit must not checkpoint it away."""
+    path = tmp_path / "state.db"
+    store, other = SqliteStore(path), SqliteStore(path)  # two objects, one connection
+    store.put("before", "1", expires_at=4e9)
+    assert other.get("before") == "1"
+    other.close()  # closing one store must not release what the other holds
+    wal = Path(f"{path}-wal")
+    assert wal.exists()
+    for round_ in range(3):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from agentsudo_tokens.store.sqlite import SqliteStore; "
+                "s = SqliteStore(sys.argv[1]); s.put(sys.argv[2], '1', expires_at=4e9); "
+                "print(s.get('before')); s.close()",
+                str(path),
+                f"visitor{round_}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+        assert wal.exists(), f"round {round_}: the -wal file was deleted under a live connection"
+        assert store.get(f"visitor{round_}") == "1"
+        store.put(f"after{round_}", "1", expires_at=4e9)
+        assert store.get(f"after{round_}") == "1"
+    store.close()
+
+
+def test_a_symlink_in_place_of_the_state_file_is_refused(tmp_path: Path) -> None:
+    from agentsudo_tokens.errors import StoreUnavailableError
+
+    target = tmp_path / "elsewhere.db"
+    target.write_bytes(b"")
+    (tmp_path / "state.db").symlink_to(target)
+    with pytest.raises(StoreUnavailableError, match="not a regular file"):
+        SqliteStore(tmp_path / "state.db").put("k", "v", expires_at=4e9)
+
+
+def test_a_new_state_file_is_private(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("k", "v", expires_at=4e9)
+    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
+    store.close()
+
+
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("parent", "1", expires_at=4e9)
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, the parent's left alone
+        code = 1
+        try:
+            store.put("child", "1", expires_at=4e9)
+            code = 0 if store.get("parent") == "1" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("child") == "1"
+    store.put("parent-again", "1", expires_at=4e9)
+    store.close()
+
+
+# -- 2. a long-running process sees the state file appear ---------------------------------
+
+
+LONG_RUNNING = """
+import sys
+from agentsudo_tokens import Agent
+from agentsudo_tokens.errors import AgentSudoError
+
+token = sys.argv[1]
+print("started", flush=True)
+for line in sys.stdin:
+    try:
+        Agent.from_token(token)
+        print("accepted", flush=True)
+    except AgentSudoError as exc:
+        print("refused", type(exc).__name__, flush=True)
+"""
+
+
+def _ask(process: subprocess.Popen[str]) -> str:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("again\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+def test_a_running_process_honours_a_revocation_made_after_it_started(workdir: Path) -> None:
+    """No state file when the process starts; `agentsudo revoke` later; refused within seconds."""
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    assert not (workdir / "keys" / STATE_FILE).exists()
+    (workdir / "service.py").write_text(LONG_RUNNING)
+    service = subprocess.Popen(
+        [sys.executable, "service.py", token],
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert service.stdout is not None and service.stdout.readline().strip() == "started"
+        assert _ask(service) == "accepted"
+        assert _ask(service) == "accepted"
+        assert sh("revoke", token, cwd=workdir).returncode == 0
+        assert sh("verify", token, cwd=workdir).returncode == 1
+        answer, deadline = _ask(service), time.monotonic() + 10
+        while answer == "accepted" and time.monotonic() < deadline:
+            time.sleep(0.1)  # the default verifier rechecks a cached token once a second
+            answer = _ask(service)
+        assert answer == "refused RevokedTokenError"
+        assert _ask(service) == "refused RevokedTokenError"  # and stays refused
+    finally:
+        service.kill()
+        service.communicate()
+
+
+def test_the_same_process_sees_its_own_revocation_at_once(here: Path) -> None:
+    from agentsudo_tokens.config import Settings
+    from agentsudo_tokens.revocation import revoke_token
+    from agentsudo_tokens.store import open_settings_store
+
+    issuer = Issuer(KeyDirectory(here / "keys").signing_key())
+    token = issuer.issue("S", "read:orders").token
+    assert Agent.from_token(token).name == "S"  # no state file yet
+    with open_settings_store(Settings.from_env()) as store:
+        revoke_token(store, token)
+    with pytest.raises(RevokedTokenError):
+        Agent.from_token(token)  # no wait: a write in this process invalidates the cache
+
+
+def test_a_one_time_token_is_used_once_across_processes_by_default(here: Path) -> None:
+    """`issue --once`, then the default verifier of two separate `agentsudo verify` runs."""
+    token = sh("issue", "--agent", "D", "--scopes", "deploy:prod", "--once", cwd=here)
+    assert token.returncode == 0, token.stderr
+    first = sh("verify", token.stdout.strip(), cwd=here)
+    second = sh("verify", token.stdout.strip(), cwd=here)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 1 and "already used" in second.stderr
+    with pytest.raises(RevokedTokenError, match="already used"):
+        Agent.from_token(token.stdout.strip())
+
+
+def test_a_service_with_only_the_jwks_verifies_and_creates_no_state(workdir: Path) -> None:
+    """A verifier somewhere without a key directory: plain tokens verify, nothing is written."""
+    elsewhere = workdir / "service"
+    elsewhere.mkdir()
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    env = {**os.environ, "AGENTSUDO_JWKS": str(workdir / "keys" / "jwks.json")}
+    done = sh("verify", token, cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert list(elsewhere.iterdir()) == []
