@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -1013,6 +1014,24 @@ def test_importing_the_cli_stays_light(tmp_path: Path) -> None:
     proc = python(["-c", code], cwd=tmp_path, env={})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[]\n"
+
+
+def test_the_command_list_loads_no_command(tmp_path: Path) -> None:
+    """``agentsudo --help`` lists every command from main's table, importing none of them."""
+    code = (
+        "import sys; from agentsudo_cli.main import main; sys.argv = ['agentsudo', '--help']\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('agentsudo_cli.'))\n"
+        "print(loaded, 'logging' in sys.modules, file=sys.stderr)"
+    )
+    proc = python(["-c", code], cwd=tmp_path, env={})
+    assert proc.stderr == "['agentsudo_cli.main'] False\n"
+    listed = proc.stdout.split("Commands:\n", 1)[1].split()
+    for name in cli.list_commands(click.Context(cli)):
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None and command.name == name
+        assert name in listed
 
 
 def test_help_and_version(tmp_path: Path) -> None:

@@ -8,32 +8,36 @@ Exit status: 0 success; 1 a token rejected, a scope denied, or an internal
 error (failing closed); 2 bad usage or configuration. Errors are one line on
 stderr (or one JSON object on stdout with ``--json``), never a traceback
 unless ``--debug``. A reader that goes away (``agentsudo ... | head -1``) ends
-the command quietly, with status 1. Only click is imported here, so ``--help``
-stays fast.
+the command quietly, with status 1. Only click is imported here, and a
+command's module only when that command runs, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 import os
 import sys
 from typing import Any, NoReturn
 
 import click
 
-from ._common import JSON_META, terminal_safe
-from .approvals_cmd import approvals, approve, deny
-from .audit_cmd import audit
-from .inspect_cmd import inspect_token
-from .issue_cmd import issue
-from .keys_cmd import keys
-from .revoke_cmd import revoke
-from .run_cmd import run
-from .scopes_cmd import scopes
-from .verify_cmd import verify
-
 _USAGE_ERRORS = ("ConfigError", "InvalidScopeError")
+
+# name: (module, attribute, the line `agentsudo --help` shows). A command's module
+# is imported when the command runs or completes, never for the list.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "approvals": ("approvals_cmd", "approvals", "List the calls waiting for a human's answer."),
+    "approve": ("approvals_cmd", "approve", "Approve a waiting call: it proceeds, once."),
+    "audit": ("audit_cmd", "audit", "Verify or show the hash-chained audit file."),
+    "deny": ("approvals_cmd", "deny", "Deny a waiting call: it raises PermissionDeniedError."),
+    "inspect": ("inspect_cmd", "inspect_token", "Decode a token WITHOUT verifying it."),
+    "issue": ("issue_cmd", "issue", "Mint a short-lived token for an agent and print it."),
+    "keys": ("keys_cmd", "keys", "Manage the issuer's signing keys."),
+    "revoke": ("revoke_cmd", "revoke", "Revoke a token, or every token of an agent."),
+    "run": ("run_cmd", "run", "Run a command with a fresh token in its environment."),
+    "scopes": ("scopes_cmd", "scopes", "List what each scope unlocks in a module or app."),
+    "verify": ("verify_cmd", "verify", "Verify a token, and the scopes it must grant."),
+}
 
 
 def _exit_code(exc: Exception) -> int:
@@ -51,6 +55,10 @@ class _Failure(click.ClickException):
         self.as_json = as_json
 
     def show(self, file: Any = None) -> None:
+        import json
+
+        from ._common import terminal_safe
+
         if self.as_json:
             payload = {"ok": False, "error": self.kind, "message": self.message}
             click.echo(json.dumps(payload))
@@ -59,7 +67,24 @@ class _Failure(click.ClickException):
 
 
 class AgentSudoGroup(click.Group):
-    """Turns library errors into exit codes; anything unexpected fails closed."""
+    """Turns library errors into exit codes; anything unexpected fails closed.
+
+    Commands load lazily from ``_COMMANDS``.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            module, attribute, _ = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, _, line) in sorted(_COMMANDS.items())])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -68,6 +93,8 @@ class AgentSudoGroup(click.Group):
             raise  # a closed stdout is main()'s to handle, --debug or not
         except Exception as exc:
             from agentsudo_tokens.errors import AgentSudoError, InvalidTokenError
+
+            from ._common import JSON_META
 
             as_json = bool(ctx.meta.get(JSON_META))
             if ctx.meta.get("agentsudo.debug"):
@@ -89,24 +116,20 @@ class AgentSudoGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """sudo for AI agents: mint, verify and use signed capability tokens."""
     ctx.meta["agentsudo.debug"] = debug
+    if ctx.obj is _CONSOLE:  # main() runs a command: logging now, not for a bare --help
+        _setup_logging()
     if debug:
+        import logging
+
         logging.getLogger("agentsudo").setLevel(logging.DEBUG)
 
 
-cli.add_command(keys)
-cli.add_command(issue)
-cli.add_command(verify)
-cli.add_command(inspect_token)
-cli.add_command(run)
-cli.add_command(audit)
-cli.add_command(revoke)
-cli.add_command(approvals)
-cli.add_command(approve)
-cli.add_command(deny)
-cli.add_command(scopes)
+_CONSOLE = object()  # ctx.obj when main() runs: the console script, not a test's CliRunner
 
 
 def _setup_logging() -> None:
+    import logging  # here, so that `agentsudo --help` does not load it
+
     logger = logging.getLogger("agentsudo")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("agentsudo: %(levelname)s %(message)s"))
@@ -142,10 +165,9 @@ def _end_quietly() -> NoReturn:
 
 def main() -> None:
     """Console entry point."""
-    _setup_logging()
     try:
         try:
-            cli(prog_name="agentsudo")
+            cli(prog_name="agentsudo", obj=_CONSOLE)
         finally:
             if sys.__stdout__ is not None:
                 sys.__stdout__.flush()  # now, so a closed pipe is seen here, not at exit

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from pathlib import Path
 
 import click
@@ -34,6 +32,9 @@ def run(
     status is passed through (128+N when a signal N ends it; 127 when COMMAND
     is not found, as in a shell).
     """
+    import signal
+    import subprocess
+
     from agentsudo_tokens.config import child_environment
 
     if command and command[0] == "--":
