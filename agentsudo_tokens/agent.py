@@ -10,7 +10,15 @@
 The active session lives in a ``ContextVar``: each thread and asyncio task sees
 its own, sessions nest and restore the outer one on exit. When no session is
 active and ``AGENTSUDO_TOKEN`` is set, that token (verified once per process)
-is the ambient agent.
+is the ambient agent: the identity of an agent *process*. A process that
+serves requests (``AgentSudoMiddleware``, ``require_scope``, an MCP server
+with ``guarded_tool``) calls ``disable_ambient_agent()``: from then on the
+ambient token never acts by itself, in any thread or task, so no request can
+borrow the service's identity. Such a service acts as itself explicitly:
+``with Agent.from_env().start_session(): ...``.
+
+An ``Agent`` is read-only: its name, scopes and verified claims cannot be
+reassigned (``agent.scopes = ...`` raises ``AttributeError``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .claims import check_agent_name
 from .config import Settings
 from .errors import ConfigError, InvalidTokenError, PermissionDeniedError
 from .scopes import ScopeSet, validate_required_scope
@@ -33,7 +42,16 @@ if TYPE_CHECKING:
     from .claims import VerifiedClaims
     from .verifier import Verifier
 
-__all__ = ["Agent", "Session", "current_agent", "require_signed_sessions", "without_agent"]
+__all__ = [
+    "Agent",
+    "Session",
+    "current_agent",
+    "disable_ambient_agent",
+    "require_signed_sessions",
+    "without_agent",
+]
+
+_set = object.__setattr__  # Agent forbids assignment; its own constructors write through this
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -53,14 +71,18 @@ _current: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
 
 
 class _ProcessPolicy:
-    """Process-wide facts read once: require signed sessions, the ambient agent."""
+    """Process-wide facts, read once: signed sessions only, the default verifier, the ambient agent.
+
+    ``reset()`` forgets them all (the tests call it between tests).
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.signed_only: bool | None = None
         self.ambient: _Active | None = None
         self.ambient_read = False
-        self.verifiers: dict[tuple[str, str, str, int, int, int, str | None], Verifier] = {}
+        self.ambient_off = False  # this process serves requests: AGENTSUDO_TOKEN never acts alone
+        self.verifier: Verifier | None = None
 
     def require_signed(self) -> bool:
         if self.signed_only is None:
@@ -69,30 +91,37 @@ class _ProcessPolicy:
                     self.signed_only = Settings.from_env().require_signed
         return self.signed_only
 
-    def default_verifier(self, settings: Settings) -> Verifier:
-        from .verifier import Verifier
+    def default_verifier(self) -> Verifier:
+        """The verifier for ``AGENTSUDO_JWKS`` (or the key directory), built once per process.
 
-        key = (
-            settings.jwks_source,
-            settings.issuer,
-            settings.audience,
-            settings.leeway,
-            settings.max_ttl,
-            settings.jwks_cache_ttl,
-            settings.store,
-        )
-        with self.lock:
-            verifier = self.verifiers.get(key)
-            if verifier is None:
-                verifier = self.verifiers[key] = Verifier.from_settings(settings)
-            return verifier
+        :raises ConfigError: no public keys to verify with (not remembered: the next call retries).
+        """
+        verifier = self.verifier
+        if verifier is None:
+            from .verifier import Verifier
+
+            with self.lock:
+                verifier = self.verifier
+                if verifier is None:
+                    verifier = self.verifier = Verifier.from_settings(Settings.from_env())
+        return verifier
+
+    def no_session_hint(self) -> str:
+        """What to do when no agent acts, for a refusal's message."""
+        if self.ambient_off:
+            return (
+                "this process serves requests, so only the caller's token acts "
+                "(its own AGENTSUDO_TOKEN only in an explicit session)"
+            )
+        return "start a session or set AGENTSUDO_TOKEN"
 
     def reset(self) -> None:
         with self.lock:
             self.signed_only = None
             self.ambient = None
             self.ambient_read = False
-            self.verifiers.clear()
+            self.ambient_off = False
+            self.verifier = None
 
 
 _policy = _ProcessPolicy()
@@ -108,6 +137,20 @@ def require_signed_sessions() -> None:
         _policy.signed_only = True
 
 
+def disable_ambient_agent() -> None:
+    """From now on, ``AGENTSUDO_TOKEN`` never acts by itself in this process.
+
+    For a process that serves requests: code handling a request, in any thread
+    or task (``run_in_executor``, a plain ``threading.Thread``), must act as the
+    caller or as nobody, never as the service. ``AgentSudoMiddleware``,
+    ``require_scope`` and ``guarded_tool`` call it; call it at start-up in a
+    server of another kind. A ratchet, like ``require_signed_sessions``. The
+    service still acts as itself where it says so:
+    ``with Agent.from_env().start_session(): ...``.
+    """
+    _policy.ambient_off = True
+
+
 class Agent:
     """An agent's identity and granted scopes.
 
@@ -117,6 +160,7 @@ class Agent:
     :param name: the agent's name.
     :param scopes: granted scopes, wildcards allowed (``read:*``, ``read:**``).
     :param session_ttl: seconds after which each session of this agent ends.
+    :raises ConfigError: a name outside the agent-name grammar, or a bad ``session_ttl``.
     :raises InvalidScopeError: a scope outside the grammar.
     """
 
@@ -125,6 +169,9 @@ class Agent:
     name: str
     scopes: ScopeSet
     session_ttl: float | None
+    _claims: VerifiedClaims | None
+    _token: str | None
+    _valid_until: float
 
     def __init__(
         self,
@@ -133,35 +180,70 @@ class Agent:
         *,
         session_ttl: float | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"agent name: expected a non-empty string, found {name!r}")
+        check_agent_name(name)
         if session_ttl is not None and not session_ttl > 0:
             raise ConfigError(
                 f"session_ttl: expected a positive number of seconds, found {session_ttl!r}"
             )
-        self.name = name
-        self.scopes = scopes if isinstance(scopes, ScopeSet) else ScopeSet.parse(scopes)
-        self.session_ttl = session_ttl
-        self._claims: VerifiedClaims | None = None
-        self._token: str | None = None
-        self._valid_until = math.inf  # wall clock: the token's exp plus the verifier's leeway
+        _set(self, "name", name)
+        _set(self, "scopes", scopes if isinstance(scopes, ScopeSet) else ScopeSet.parse(scopes))
+        _set(self, "session_ttl", session_ttl)
+        _set(self, "_claims", None)
+        _set(self, "_token", None)
+        _set(self, "_valid_until", math.inf)  # wall clock: the token's exp plus the leeway
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"an Agent is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"an Agent is read-only: cannot delete {name!r}")
+
+    def __copy__(self) -> Agent:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> Agent:
+        return self
 
     @classmethod
     def from_token(cls, token: str, *, verifier: Verifier | None = None) -> Agent:
         """An agent from a verified token: its ``sub`` and ``scope`` claims.
 
-        :param verifier: defaults to one for ``AGENTSUDO_JWKS`` or the key directory.
+        :param verifier: defaults to one for ``AGENTSUDO_JWKS`` or the key
+            directory, built once per process.
         :raises InvalidTokenError: the token was refused (the subclass says why).
         :raises ConfigError: no public keys to verify with.
         """
         if verifier is None:
-            verifier = _policy.default_verifier(Settings.from_env())
+            verifier = _policy.verifier or _policy.default_verifier()
         claims = verifier.verify(token)
-        agent = cls(claims.subject, claims.scopes)
-        agent._claims = claims
-        agent._token = token
-        agent._valid_until = claims.expires_at + verifier.leeway
+        agent = cls.__new__(cls)
+        _set(agent, "name", claims.subject)
+        _set(agent, "scopes", claims.scopes)
+        _set(agent, "session_ttl", None)
+        _set(agent, "_claims", claims)
+        _set(agent, "_token", token)
+        _set(agent, "_valid_until", claims.expires_at + verifier.leeway)
         return agent
+
+    @classmethod
+    def from_env(cls, *, verifier: Verifier | None = None) -> Agent:
+        """This process's own agent: ``AGENTSUDO_TOKEN``, verified.
+
+        For a service that acts as itself outside requests (its ambient agent is
+        off once it serves requests): ``with Agent.from_env().start_session(): ...``.
+
+        :param verifier: as for ``from_token``.
+        :raises ConfigError: ``AGENTSUDO_TOKEN`` is not set, or no public keys.
+        :raises InvalidTokenError: the token was refused.
+        """
+        token = Settings.from_env().token
+        if token is None:
+            raise ConfigError(
+                "AGENTSUDO_TOKEN is not set: this process has no agent of its own",
+                expected="AGENTSUDO_TOKEN",
+                found=None,
+            )
+        return cls.from_token(token, verifier=verifier)
 
     @property
     def signed(self) -> bool:
@@ -279,10 +361,12 @@ class Session:
 
 
 def _ambient() -> _Active | None:
-    """The process's agent from ``AGENTSUDO_TOKEN``, verified once; ``None`` if unset.
+    """The process's agent from ``AGENTSUDO_TOKEN``, verified once; ``None`` if unset or off.
 
     :raises PermissionDeniedError: the variable is set but its token is refused.
     """
+    if _policy.ambient_off:  # a process serving requests: never the service's own identity
+        return None
     if _policy.ambient_read:
         return _policy.ambient
     settings = Settings.from_env()
@@ -291,7 +375,7 @@ def _ambient() -> _Active | None:
             _policy.ambient_read = True
         return None
     try:
-        agent = Agent.from_token(settings.token, verifier=_policy.default_verifier(settings))
+        agent = Agent.from_token(settings.token)
     except (InvalidTokenError, ConfigError) as exc:
         raise PermissionDeniedError(
             f"AGENTSUDO_TOKEN was refused: {exc}",
@@ -312,7 +396,7 @@ def _active_session() -> _Active | None:
     return None if active is _NOBODY else active
 
 
-_NOBODY = _Active(Agent("(nobody)", []), frozenset(), ScopeSet([]), -math.inf, False)
+_NOBODY = _Active(Agent("nobody", []), frozenset(), ScopeSet([]), -math.inf, False)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import audit
-from .agent import _Active, _active_session
+from .agent import _Active, _active_session, _policy
 from .errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def evaluate(scope: str, function: str) -> _Denial | None:
             None,
             PermissionDeniedError(
                 f"no active agent session for {function} (needs {scope!r}); "
-                "start a session or set AGENTSUDO_TOKEN",
+                + _policy.no_session_hint(),
                 scope=scope,
                 expected=scope,
                 found="no session",

@@ -10,10 +10,11 @@
 
 A session lives in a ``ContextVar``, so a new thread starts with none: a plain
 ``ThreadPoolExecutor`` or ``loop.run_in_executor`` runs its tasks with no
-agent (``asyncio.to_thread`` copies the context already). These helpers copy
-the submitter's context into the worker. ``current_token()`` is the token to
-send elsewhere; the httpx helper (``integrations.httpx``) sends it as a Bearer
-header.
+session (``asyncio.to_thread`` copies the context already): as the process's
+ambient agent, if any, and in a process that serves requests as no agent at
+all. These helpers copy the submitter's context into the worker.
+``current_token()`` is the token to send elsewhere; the httpx helper
+(``integrations.httpx``) sends it as a Bearer header.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from .agent import current_agent
+from .agent import _policy, current_agent
 from .config import Settings, child_environment
 from .errors import PermissionDeniedError
 
@@ -43,7 +44,7 @@ def current_token() -> str:
     agent = current_agent()
     if agent is None:
         raise PermissionDeniedError(
-            "no active agent session to pass on; start a session or set AGENTSUDO_TOKEN",
+            "no active agent session to pass on; " + _policy.no_session_hint(),
             expected="a session from a verified token",
             found="no session",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from agentsudo_tokens import (
     Issuer,
     KeyDirectory,
     PermissionDeniedError,
+    ScopeSet,
     Verifier,
     current_agent,
     sudo,
@@ -148,6 +150,65 @@ def test_from_token_uses_the_configured_keys(
     monkeypatch.setenv("AGENTSUDO_KEYS_DIR", str(key_dir.path))
     agent = Agent.from_token(issuer.issue("Bot", "read:orders").token)
     assert agent.name == "Bot"
+
+
+def test_the_default_verifier_is_built_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, key_dir: KeyDirectory, issuer: Issuer
+) -> None:
+    """A repeat ``from_token`` does not rebuild settings and verifier (issue 8, item 7)."""
+    from agentsudo_tokens.agent import _policy
+
+    monkeypatch.setenv("AGENTSUDO_KEYS_DIR", str(key_dir.path))
+    token = issuer.issue("Bot", "read:orders").token
+    first = Agent.from_token(token)
+    default = _policy.verifier
+    assert default is not None and _policy.default_verifier() is default
+    monkeypatch.setenv("AGENTSUDO_AUDIENCE", "elsewhere")  # read once: not per call
+    assert Agent.from_token(token).claims is first.claims  # the same verifier's cache
+    assert _policy.verifier is default
+    _policy.reset()
+    with pytest.raises(InvalidTokenError):  # a fresh process would read the new audience
+        Agent.from_token(token)
+
+
+# --- an agent is read-only: verified facts cannot be widened (issue 8, item 5) ----------------
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("scopes", ScopeSet(["**"])),
+        ("name", "Admin"),
+        ("session_ttl", 3600.0),
+        ("_claims", None),
+        ("_token", "forged"),
+        ("_valid_until", float("inf")),
+    ],
+)
+def test_a_verified_agent_cannot_be_widened(
+    issuer: Issuer, verifier: Verifier, attribute: str, value: object
+) -> None:
+    agent = Agent.from_token(issuer.issue("Bot", "read:orders").token, verifier=verifier)
+    with pytest.raises(AttributeError, match="read-only"):
+        setattr(agent, attribute, value)
+    with pytest.raises(AttributeError, match="read-only"):
+        delattr(agent, attribute)
+    assert agent.name == "Bot" and agent.signed and not agent.has_scope("admin:wipe")
+    with agent.start_session(), pytest.raises(PermissionDeniedError, match="lacks scope"):
+        wipe()
+
+
+def test_an_in_process_agent_is_read_only_too() -> None:
+    agent = Agent("Bot", ["read:orders"])
+    with pytest.raises(AttributeError, match="read-only"):
+        agent.scopes = ScopeSet(["**"])  # type: ignore[misc]
+    assert copy.copy(agent) is agent and copy.deepcopy(agent) is agent
+    assert agent.scopes.scopes == ("read:orders",)
+
+
+@sudo(scope="admin:wipe")
+def wipe() -> str:
+    return "wiped"
 
 
 # --- the ambient agent from AGENTSUDO_TOKEN, in real processes --------------------------------

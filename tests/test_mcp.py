@@ -330,8 +330,16 @@ def test_guarded_tool_returns_the_guarded_function() -> None:
         assert list_orders() == "ok"
 
 
-def test_without_auth_a_guarded_tool_uses_the_usual_session(tmp_path: Path) -> None:
-    """A server without HTTP auth (stdio) checks the session or AGENTSUDO_TOKEN, as @sudo does."""
+def test_without_auth_only_an_explicit_session_acts_never_agentsudo_token(
+    monkeypatch: pytest.MonkeyPatch, key_dir: KeyDirectory, issuer: Issuer
+) -> None:
+    """Without auth a call carries no token: the server's own AGENTSUDO_TOKEN never acts for it.
+
+    A session the server opened itself (a stdio server started by one agent) does.
+    """
+    monkeypatch.setenv("AGENTSUDO_TOKEN", issuer.issue("OrdersServer", "read:orders").token)
+    monkeypatch.setenv("AGENTSUDO_JWKS", str(key_dir.jwks_path))
+    assert current_agent() is not None  # an agent process, until it serves MCP calls
     server: MCPServer[Any] = MCPServer("stdio-like")
 
     @guarded_tool(server, scope="read:orders")
@@ -345,7 +353,10 @@ def test_without_auth_a_guarded_tool_uses_the_usual_session(tmp_path: Path) -> N
     denied = anyio.run(call)
     assert denied.is_error and "'read:orders'" in _text(denied)
     assert "no agent token came with the call" in _text(denied)
+    assert current_agent() is None
     with Agent("Dev", ["read:orders"]).start_session():
+        assert _text(anyio.run(call)) == "ok"
+    with Agent.from_env().start_session():  # the server acting as itself, on purpose
         assert _text(anyio.run(call)) == "ok"
 
 

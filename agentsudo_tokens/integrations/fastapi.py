@@ -21,14 +21,24 @@ request with a valid Bearer token and answers 401 for a refused one. A request
 without a Bearer token passes through with no session: ``require_scope`` and
 ``@sudo`` then refuse it, and public routes still work.
 
-Verification happens once per request (so a one-time token is used once):
-the dependency uses the middleware's result when there is one. It runs on the
-event loop when it is pure CPU (keys in memory, in a file, or a JWKS URL with
-nothing to fetch: ~0.15 ms, ~1 µs for a token verified before), and in a
-worker thread when it may wait (a JWKS fetch is due, a state store is
-configured). A state store that cannot be reached is a 503. Keys come from
-``AGENTSUDO_JWKS`` (or the key directory) and the audience from
-``AGENTSUDO_AUDIENCE`` unless a ``verifier`` is given.
+A process that uses either serves requests, so its own ``AGENTSUDO_TOKEN``
+stops acting by itself (``disable_ambient_agent``): code handling a request,
+in a plain thread (``run_in_executor``, ``threading.Thread``) as much as on the
+loop, acts as the caller or as nobody. To carry the caller's session into a
+thread, use ``propagation.copy_session`` or ``ContextThreadPoolExecutor``.
+
+Verification happens once per request and verifier: a dependency without a
+verifier of its own uses the middleware's result; one given its own verifier
+checks the token with it as well (both must accept it, and a one-time token is
+used once by each of them). It runs on the event loop when it is pure CPU
+(keys in memory, in a file, or a JWKS URL with nothing to fetch: ~0.15 ms,
+~1 µs for a token verified before), and in a worker thread when it may wait (a
+JWKS fetch is due, a state store is configured). A verifier that cannot decide
+now (a state store out of reach, public keys past their ``max_stale``, keys or
+settings that cannot be read) is a 503, with one WARNING on the
+``agentsudo.http`` logger saying why. Keys come from ``AGENTSUDO_JWKS`` (or the
+key directory) and the audience from ``AGENTSUDO_AUDIENCE`` unless a
+``verifier`` is given.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads ``__call__``'s annotations
@@ -48,10 +58,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .. import audit
-from ..agent import Agent, _policy, without_agent
-from ..config import Settings
+from ..agent import Agent, _policy, disable_ambient_agent, without_agent
 from ..errors import (
     BadSignatureError,
+    ConfigError,
     ExpiredTokenError,
     InvalidTokenError,
     KeysUnavailableError,
@@ -78,6 +88,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 AGENT_KEY = "agentsudo.agent"  # the ASGI scope key where the middleware leaves the verified agent
+_VERIFIER_KEY = "agentsudo.verifier"  # and the verifier that accepted it
 _log = logging.getLogger("agentsudo.http")
 
 # Fixed, short reasons for the client: never the token, never the scopes it holds.
@@ -146,10 +157,22 @@ def _forbidden(scope: str | None) -> _Answer:
     return _Answer(403, detail, {"WWW-Authenticate": challenge})
 
 
-def _unavailable(exc: Exception | None = None) -> _Answer:
-    """503: the state store (revocation, one-time tokens) or the public keys cannot be had."""
-    what = "the public keys are" if isinstance(exc, KeysUnavailableError) else "the state store is"
-    return _Answer(503, f"cannot check the token now: {what} unavailable", {})
+# Why a token cannot be checked now, most specific first: the 503's detail for the client.
+_UNAVAILABLE: tuple[tuple[type[ConfigError], str], ...] = (
+    (StoreUnavailableError, "the state store is unavailable"),
+    (KeysUnavailableError, "the public keys are unavailable"),
+    (ConfigError, "the service cannot verify tokens"),  # keys unreadable, a bad setting
+)
+
+
+def _unavailable(exc: ConfigError, what: str) -> _Answer:
+    """503: the verifier cannot decide now; fail closed, and log why, once.
+
+    ``what`` names the request (method and path). Our errors never hold a token.
+    """
+    _log.warning("token not checked for %s: %s", what, exc)
+    reason = next(reason for kind, reason in _UNAVAILABLE if isinstance(exc, kind))
+    return _Answer(503, f"cannot check the token now: {reason}", {})
 
 
 def _denied(exc: PermissionDeniedError) -> _Answer:
@@ -217,6 +240,7 @@ class _Verification:
     """
 
     def __init__(self, verifier: Verifier | None, in_thread: bool | None) -> None:
+        self.given = verifier  # None: the process's default verifier
         self._verifier = verifier
         self._in_thread = in_thread
         self._lock = threading.Lock()
@@ -229,8 +253,21 @@ class _Verification:
         if self._verifier is None:
             with self._lock:
                 if self._verifier is None:
-                    self._verifier = _policy.default_verifier(Settings.from_env())
+                    self._verifier = _policy.default_verifier()
         return self._verifier
+
+    def accepts_from(self, scope: Scope) -> Agent | None:
+        """The agent the middleware verified for this request, when its verdict is ours too.
+
+        A dependency without a verifier of its own takes it; one given its own
+        verifier, only when the middleware used that very verifier.
+        """
+        agent = scope.get(AGENT_KEY)
+        if not isinstance(agent, Agent):
+            return None
+        if self.given is None or scope.get(_VERIFIER_KEY) is self.given:
+            return agent
+        return None
 
     def _agent(self, token: str) -> Agent:
         return Agent.from_token(token, verifier=self.verifier())
@@ -239,8 +276,8 @@ class _Verification:
         """The verified agent of ``token``.
 
         :raises InvalidTokenError: the token is refused.
-        :raises StoreUnavailableError: the state store cannot be reached.
-        :raises ConfigError: no public keys to verify with.
+        :raises ConfigError: the verifier cannot decide now (``StoreUnavailableError``,
+            ``KeysUnavailableError``), or has no public keys to verify with.
         """
         in_thread = self._in_thread
         if in_thread is None:
@@ -265,8 +302,10 @@ class RequireScope(SecurityBase):
     the OpenAPI schema as an HTTP Bearer scheme.
 
     :param scope: a concrete scope, checked now (like ``@sudo``).
-    :param verifier: default: ``AGENTSUDO_JWKS`` (or the key directory) and
-        ``AGENTSUDO_AUDIENCE``, read at the first request.
+    :param verifier: default: the middleware's verdict when there is one, else
+        ``AGENTSUDO_JWKS`` (or the key directory) and ``AGENTSUDO_AUDIENCE``,
+        read at the first request. A verifier given here always checks the
+        token itself, behind the middleware too.
     :param in_thread: ``True``/``False``: always/never verify in a worker thread;
         default: only when verifying may wait (a JWKS fetch, a state store).
     :raises InvalidScopeError: ``scope`` is not a valid concrete scope.
@@ -285,13 +324,15 @@ class RequireScope(SecurityBase):
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_SCHEME_DESCRIPTION)
         self.scheme_name = scheme_name or "AgentSudoBearer"
         self._verification = _Verification(verifier, in_thread)
+        disable_ambient_agent()  # a process with routes to guard serves requests
 
     def __repr__(self) -> str:
         return f"RequireScope({self.scope!r})"
 
     async def __call__(self, request: Request) -> Agent:
-        agent = request.scope.get(AGENT_KEY)
-        if not isinstance(agent, Agent):
+        disable_ambient_agent()
+        agent = self._verification.accepts_from(request.scope)
+        if agent is None:
             agent = await self._authenticate(request)
         allowed = agent.scopes.allows(self.scope)  # the token's compiled grants decide
         outcome, reason = ("allowed", None) if allowed else ("denied", "not granted")
@@ -311,9 +352,8 @@ class RequireScope(SecurityBase):
         except InvalidTokenError as exc:
             reason = _reason(exc)
             _log.info("token refused for %s: %s", _what(request), exc)
-        except (StoreUnavailableError, KeysUnavailableError) as exc:
-            _log.warning("token not checked for %s: %s", _what(request), exc)
-            raise _unavailable(exc).exception() from None
+        except ConfigError as exc:  # the store, the keys or a setting: cannot decide now
+            raise _unavailable(exc, _what(request)).exception() from None
         raise _unauthorized(reason).exception()
 
 
@@ -334,11 +374,12 @@ class AgentSudoMiddleware:
 
     A refused token is answered with 401 here (a WebSocket is closed with code
     1008). A request without a Bearer token passes through with no agent at
-    all: not even the service's own ambient ``AGENTSUDO_TOKEN`` acts for it
-    (``without_agent``), so ``@sudo`` refuses. The verified agent is left in
-    ``scope["agentsudo.agent"]`` for ``require_scope``. A ``@sudo`` refusal the
-    app leaves unhandled becomes a 403 (401 without a token) when no response
-    has started.
+    all: not even a session open around the server (``without_agent``); the
+    service's own ``AGENTSUDO_TOKEN`` is off in the whole process once the
+    middleware is built (``disable_ambient_agent``), so ``@sudo`` refuses in
+    every thread. The verified agent is left in ``scope["agentsudo.agent"]``
+    for ``require_scope``. A ``@sudo`` refusal the app leaves unhandled becomes
+    a 403 (401 without a token) when no response has started.
 
     :param verifier: as for ``RequireScope``.
     :param in_thread: as for ``RequireScope``.
@@ -349,11 +390,13 @@ class AgentSudoMiddleware:
     ) -> None:
         self.app = app
         self._verification = _Verification(verifier, in_thread)
+        disable_ambient_agent()  # built when the app first runs, before any request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        disable_ambient_agent()
         try:
             token = _bearer(scope["headers"])
             agent = None if token is None else await self._verification.agent(token)
@@ -364,9 +407,9 @@ class AgentSudoMiddleware:
             _log.info("token refused for %s %s: %s", scope.get("method"), scope.get("path"), exc)
             await self._refuse(scope, send, _unauthorized(_reason(exc)))
             return
-        except (StoreUnavailableError, KeysUnavailableError) as exc:
-            _log.warning("token not checked for %s: %s", scope.get("path"), exc)
-            await self._refuse(scope, send, _unavailable(exc))
+        except ConfigError as exc:  # the store, the keys or a setting: cannot decide now
+            what = f"{scope.get('method', 'WEBSOCKET')} {scope.get('path')}"
+            await self._refuse(scope, send, _unavailable(exc, what))
             return
         started = False
 
@@ -381,6 +424,7 @@ class AgentSudoMiddleware:
                     await self.app(scope, receive, watch)
                 return
             scope[AGENT_KEY] = agent
+            scope[_VERIFIER_KEY] = self._verification.verifier()
             with agent.start_session():
                 await self.app(scope, receive, watch)
         except PermissionDeniedError as denied:  # a @sudo refusal the app left unhandled

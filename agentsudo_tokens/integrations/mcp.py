@@ -23,8 +23,16 @@ grants, never the server's own. A call without the scope returns an MCP tool
 error (``isError: true``) that names the required scope and never the scopes
 the caller holds. ``mcp_scope_map(server)`` lists every tool with its scope.
 
-Without auth configured on the server (a stdio server), a guarded tool follows
-``@sudo``'s usual rules: an active session, else ``AGENTSUDO_TOKEN``.
+A process that registers guarded tools (or builds an ``AgentSudoTokenVerifier``)
+serves requests, so its own ``AGENTSUDO_TOKEN`` stops acting by itself
+(``disable_ambient_agent``): no call, in any thread or task, runs as the
+server's agent. Without auth configured on the server, a call carries no
+token, so a guarded tool refuses it unless the server opened a session
+explicitly around its run loop. That is the opt-in for a stdio server started
+by one agent for itself (``with Agent.from_env().start_session():
+server.run("stdio")``); never do it on an HTTP transport, where anyone who can
+connect would act as that agent. A ``@sudo`` function registered with plain
+``server.tool()`` sees that same explicit session, or nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
 
-from ..agent import Agent
+from ..agent import Agent, disable_ambient_agent
 from ..decision import OnDeny
 from ..errors import AgentSudoError, ConfigError, MalformedTokenError, PermissionDeniedError
 from ..guard import sudo
@@ -111,6 +119,7 @@ class AgentSudoTokenVerifier:
     ) -> None:
         self.verifier = verifier if verifier is not None else Verifier.from_settings()
         self.required_scopes = tuple(validate_required_scope(s) for s in required_scopes)
+        disable_ambient_agent()  # a process that checks callers' tokens serves requests
 
     def __repr__(self) -> str:
         return f"AgentSudoTokenVerifier({self.verifier!r})"
@@ -182,12 +191,17 @@ def caller_agent() -> Agent | None:
 
 
 def _caller_session(server: MCPServer[Any], tool: str, scope: str) -> AbstractContextManager[Any]:
-    """A session of the caller's verified token; nothing to open on a server without auth."""
+    """A session of the caller's verified token; nothing to open on a server without auth.
+
+    Without auth only a session the server opened explicitly acts: the ambient
+    ``AGENTSUDO_TOKEN`` is off in a process that serves MCP calls.
+    """
+    disable_ambient_agent()
     access = get_access_token()
     if isinstance(access, AgentSudoAccessToken):
         return access.agent.start_session()
     if access is None and server.settings.auth is None:
-        return nullcontext()  # stdio: the usual rules, a session or AGENTSUDO_TOKEN
+        return nullcontext()  # no caller identity: an explicit session of the server, or nobody
     _log.warning("tool %r refused: the request was not authenticated by an agentsudo token", tool)
     raise ToolError(
         f"permission denied: requires scope {scope!r} "
@@ -224,12 +238,14 @@ def guarded_tool(
     ``SCOPE_META_KEY``. Other keyword arguments go to ``server.add_tool``.
 
     Returns the ``@sudo``-guarded function, so calling it directly in-process is
-    guarded as well.
+    guarded as well. Registering one turns this process's ambient agent off
+    (``disable_ambient_agent``): it serves MCP calls.
 
     :raises InvalidScopeError: ``scope`` is not a concrete scope.
     :raises ConfigError: ``fn`` is a generator, which cannot be an MCP tool.
     """
     validate_required_scope(scope)
+    disable_ambient_agent()
 
     def register(fn: F) -> F:
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -283,7 +299,7 @@ def mcp_scope_map(server: MCPServer[Any]) -> list[dict[str, Any]]:
     Each entry is ``{"name", "scope", "caller_token"}``: ``scope`` is ``None`` for
     an unguarded tool; ``caller_token`` is True when the tool checks the caller's
     token (``guarded_tool``), False for a ``@sudo`` function registered with plain
-    ``server.tool()``, which checks the server process's own agent instead.
+    ``server.tool()``, which checks only a session the server opened itself.
 
     :raises ConfigError: ``server`` is not an ``MCPServer`` this module understands.
     """
