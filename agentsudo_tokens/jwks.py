@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .fileperms import open_trusted
 from .keys import PublicKey
 
 __all__ = ["JwksFile", "KeySet", "KeySource", "load_key_source"]
@@ -127,7 +128,7 @@ class JwksFile:
 
     def _read_bytes(self) -> bytes:
         try:
-            with self.path.open("rb") as handle:
+            with open_trusted(self.path, what="JWKS file") as handle:  # refused if others may write
                 return handle.read(MAX_JWKS_BYTES + 1)
         except OSError as exc:
             raise ConfigError(

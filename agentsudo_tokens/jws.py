@@ -5,8 +5,10 @@
 
 Reading is stricter than most JWT libraries: a length bound before any
 decoding, canonical base64url without padding, UTF-8 JSON objects without
-duplicate keys or non-finite numbers. Signatures are checked by the key found
-by ``kid`` (see ``verifier``), never by an algorithm the token names.
+duplicate keys or non-finite numbers, and I-JSON strings (RFC 7493: no lone
+surrogate such as ``"\\ud800"``, no noncharacter, in any key or value, however
+deep). Signatures are checked by the key found by ``kid`` (see ``verifier``),
+never by an algorithm the token names.
 """
 
 from __future__ import annotations
@@ -50,6 +52,43 @@ _DECODER = json.JSONDecoder(
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner: no whitespace, no copy
 
 
+# I-JSON (RFC 7493 §2.1): no string, key or value, may hold a surrogate code point (only
+# reachable through a \u escape: strict UTF-8 refuses encoded ones) or a noncharacter.
+_NOT_IJSON = re.compile(
+    "[\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(
+        f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000)
+    )
+    + "]"
+)
+
+
+def _check_ijson(value: Any, part: str) -> None:
+    """Refuse a surrogate or a noncharacter in any string of ``value``, however deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings: Any = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            bad = None if text.isascii() else _NOT_IJSON.search(text)
+            if bad is not None:
+                kind = "a surrogate" if "\ud800" <= bad[0] <= "\udfff" else "a noncharacter"
+                raise MalformedTokenError(
+                    f"{part}: expected I-JSON strings (RFC 7493), found {kind} U+{ord(bad[0]):04X}",
+                    expected="I-JSON",
+                    found=f"U+{ord(bad[0]):04X}",
+                )
+
+
 # With 2 or 3 characters in the last quantum, the unused low bits must be zero (canonical).
 _CANONICAL_LAST = {
     2: frozenset("AQgw"),
@@ -82,7 +121,8 @@ def _b64url_decode(text: str, part: str) -> bytes:
 def decode_json_part(text: str, part: str) -> dict[str, Any]:
     """Decode one base64url part holding a UTF-8 JSON object (no surrounding whitespace).
 
-    :raises MalformedTokenError: bad encoding, invalid UTF-8, not an object, duplicate keys.
+    :raises MalformedTokenError: bad encoding, invalid UTF-8, not an object, duplicate keys,
+        a surrogate or noncharacter code point in any string (I-JSON, RFC 7493).
     """
     raw = _b64url_decode(text, part)
     try:
@@ -100,6 +140,8 @@ def decode_json_part(text: str, part: str) -> dict[str, Any]:
             expected="object",
             found=type(value).__name__,
         )
+    if "\\u" in document or not document.isascii():  # else no string can hold one
+        _check_ijson(value, part)
     return value
 
 

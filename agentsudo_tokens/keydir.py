@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .jwks import KeySet
+from .fileperms import check_not_writable_by_others, open_trusted
+from .jwks import MAX_JWKS_BYTES, KeySet
 from .keys import ALGORITHMS, PublicKey, SigningKey
 
 __all__ = ["GITIGNORE", "KeyDirectory", "KeyInfo"]
@@ -185,17 +186,7 @@ class KeyDirectory:
 
     def _check_directory(self) -> None:
         """Refuse a key directory others may write to: they could swap keys or jwks.json."""
-        try:
-            mode = stat.S_IMODE(os.stat(self.path).st_mode)
-        except OSError as exc:
-            raise ConfigError(f"cannot read key directory {self.path}: {exc.strerror}") from exc
-        if mode & 0o022:
-            raise ConfigError(
-                f"key directory {self.path} is writable by others (mode {mode:04o}); "
-                "expected 0700 or 0755: run chmod go-w on it",
-                expected="not group/world-writable",
-                found=f"{mode:04o}",
-            )
+        check_not_writable_by_others(self.path, what="key directory")
 
     def _load(self, kid: str) -> SigningKey:
         if not _KID.fullmatch(kid):
@@ -244,10 +235,11 @@ class KeyDirectory:
     def public_keys(self) -> KeySet:
         """The public keys still trusted (active and verifying), read from ``jwks.json``.
 
-        :raises ConfigError: ``jwks.json`` is missing or broken.
+        :raises ConfigError: ``jwks.json`` is missing or broken, or others may write it.
         """
         try:
-            return KeySet.from_json(self.jwks_path.read_bytes())
+            with open_trusted(self.jwks_path, what="JWKS file") as handle:
+                return KeySet.from_json(handle.read(MAX_JWKS_BYTES + 1))
         except OSError as exc:
             raise ConfigError(f"cannot read {self.jwks_path}: {exc.strerror}") from exc
 

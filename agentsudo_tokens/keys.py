@@ -6,7 +6,9 @@
 
 Keys are parsed once into ``cryptography`` objects. The algorithm belongs to
 the key, never to a token. A JWK is converted strictly: only the two key types
-we sign with, with exact field sizes and a point on the curve.
+we sign with, with exact field sizes and a canonical point on the curve; an
+Ed25519 key of small order (the identity among them) is refused, since a
+signature can be forged against it without any private key.
 """
 
 from __future__ import annotations
@@ -51,6 +53,49 @@ def _b64url_field(jwk: dict[str, Any], name: str, size: int) -> bytes:
         raise ConfigError(f"JWK field {name!r}: expected base64url text") from exc
     if len(raw) != size or b64url_encode(raw) != value:
         raise ConfigError(f"JWK field {name!r}: expected {size} bytes, found {len(raw)}")
+    return raw
+
+
+# Ed25519 (RFC 8032 §5.1): -x^2 + y^2 = 1 + d x^2 y^2 over GF(p). A public key is y (little
+# endian, 255 bits) with the sign of x in the top bit.
+_ED25519_P = 2**255 - 19
+_ED25519_D = -121665 * pow(121666, -1, _ED25519_P) % _ED25519_P
+_P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+
+
+def _ed25519_refusal(raw: bytes) -> str | None:
+    """Why this Ed25519 public key encoding is not an honest key, or ``None`` when it is.
+
+    Refused: a non-canonical ``y`` (at or above p), a ``y`` with no ``x`` on the curve,
+    and the eight points of small order (the identity among them), against which a
+    signature can be forged for any message without a private key.
+
+    Small order, from the curve equation: ``x = 0`` gives ``y = 1`` (the identity) and
+    ``y = -1`` (order 2); ``y = 0`` gives ``x^2 = -1`` (order 4); doubling ``(x, y)`` gives
+    ``y' = (x^2 + y^2) / (1 - d x^2 y^2)``, which is 0 (an order-4 point, so ``(x, y)`` has
+    order 8) exactly when ``x^2 = -y^2``, that is, on the curve, when ``d y^4 + 2 y^2 - 1 = 0``.
+    """
+    p, d = _ED25519_P, _ED25519_D
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)  # the top bit is the sign of x
+    if y >= p:
+        return "a non-canonical point encoding"
+    y2 = y * y % p
+    if y in (0, 1, p - 1) or (d * y2 * y2 + 2 * y2 - 1) % p == 0:
+        return "a point of small order"
+    x2 = (y2 - 1) * pow(d * y2 + 1, -1, p) % p  # never 0 here: only y = +-1 have x = 0
+    if pow(x2, (p - 1) // 2, p) != 1:  # Euler's criterion: x^2 has no square root
+        return "a point that is not on the curve"
+    return None
+
+
+def _check_ed25519(raw: bytes, kid: str | None) -> bytes:
+    refusal = _ed25519_refusal(raw)
+    if refusal is not None:
+        raise ConfigError(
+            f"{f'JWK {kid}' if kid else 'public key'}: refusing an Ed25519 key that is {refusal}",
+            expected="a canonical Ed25519 point on the curve, not of small order",
+            found=refusal,
+        )
     return raw
 
 
@@ -102,8 +147,15 @@ class PublicKey:
 
     @classmethod
     def from_object(cls, key: _PublicObject, *, kid: str | None = None) -> PublicKey:
-        """Wrap a ``cryptography`` public key; ``kid`` defaults to its RFC 7638 thumbprint."""
+        """Wrap a ``cryptography`` public key; ``kid`` defaults to its RFC 7638 thumbprint.
+
+        :raises ConfigError: not an Ed25519 or P-256 key, or an Ed25519 key of small order.
+        """
         alg = _algorithm_of(key)
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            _check_ed25519(
+                key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw), kid
+            )
         return cls(kid or _thumbprint(_required_members(alg, key)), alg, key)
 
     @classmethod
@@ -122,10 +174,18 @@ class PublicKey:
         key: _PublicObject
         try:
             if alg == "EdDSA" and kty == "OKP" and jwk.get("crv") == "Ed25519":
-                key = ed25519.Ed25519PublicKey.from_public_bytes(_b64url_field(jwk, "x", 32))
+                raw = _check_ed25519(_b64url_field(jwk, "x", 32), kid)
+                key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
             elif alg == "ES256" and kty == "EC" and jwk.get("crv") == "P-256":
                 x = int.from_bytes(_b64url_field(jwk, "x", 32), "big")
                 y = int.from_bytes(_b64url_field(jwk, "y", 32), "big")
+                if x >= _P256_P or y >= _P256_P:  # cryptography reduces them modulo p
+                    raise ConfigError(
+                        f"JWK {kid}: expected P-256 coordinates below the field prime",
+                        expected="x, y < p",
+                        found="a coordinate at or above p",
+                    )
+                # cryptography refuses a point that is not on the curve (ValueError)
                 key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
             else:
                 raise ConfigError(

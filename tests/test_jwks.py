@@ -175,3 +175,95 @@ def test_load_key_source(key_dir: KeyDirectory) -> None:
         load_key_source("http://issuer.example/jwks.json")
     with pytest.raises(ConfigError):
         load_key_source(os.fspath(key_dir.path / "nope.json"))
+
+
+# --- who may write the JWKS: nobody but its owner, as for the signing side ---------------
+
+
+def _jwks_in(directory: Path, *, dir_mode: int = 0o755, file_mode: int = 0o644) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / "jwks.json"
+    path.write_text(json.dumps({"keys": [_jwk()]}))
+    path.chmod(file_mode)
+    directory.chmod(dir_mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o620, 0o602], ids=oct)
+def test_a_jwks_file_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _jwks_in(tmp_path / "pub", file_mode=mode)
+    with pytest.raises(ConfigError, match=r"JWKS file .* is writable by others \(mode 0"):
+        JwksFile(path)
+    with pytest.raises(ConfigError, match="writable by others"):
+        load_key_source(str(path))
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757, 0o1777, 0o770], ids=oct)
+def test_a_jwks_file_in_a_directory_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _jwks_in(tmp_path / "pub", dir_mode=mode)
+    try:
+        with pytest.raises(
+            ConfigError, match="directory holding the JWKS file .* writable by others"
+        ):
+            JwksFile(path)
+    finally:
+        path.parent.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("dir_mode", "file_mode"), [(0o755, 0o644), (0o700, 0o600), (0o750, 0o640), (0o555, 0o444)]
+)
+def test_a_jwks_only_its_owner_may_write_is_accepted(
+    tmp_path: Path, dir_mode: int, file_mode: int
+) -> None:
+    path = _jwks_in(tmp_path / "pub", dir_mode=dir_mode, file_mode=file_mode)
+    try:
+        assert len(JwksFile(path).keys) == 1
+    finally:
+        path.parent.chmod(0o755)
+
+
+def test_a_symlink_to_a_jwks_in_a_world_writable_directory_is_refused(tmp_path: Path) -> None:
+    target = _jwks_in(tmp_path / "shared", dir_mode=0o777)
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o755)
+    (safe / "jwks.json").symlink_to(target)
+    try:
+        with pytest.raises(ConfigError, match=r"directory holding the JWKS file .*shared"):
+            JwksFile(safe / "jwks.json")
+    finally:
+        target.parent.chmod(0o755)
+
+
+def test_a_symlink_in_a_world_writable_directory_is_refused(tmp_path: Path) -> None:
+    target = _jwks_in(tmp_path / "safe")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "jwks.json").symlink_to(target)
+    shared.chmod(0o777)
+    try:
+        with pytest.raises(ConfigError, match=r"directory holding the JWKS file .*shared"):
+            JwksFile(shared / "jwks.json")
+    finally:
+        shared.chmod(0o755)
+
+
+def test_a_symlink_between_safe_directories_is_followed(tmp_path: Path) -> None:
+    """As a Kubernetes ConfigMap mounts it: jwks.json -> ..data/jwks.json."""
+    target = _jwks_in(tmp_path / "data")
+    (tmp_path / "jwks.json").symlink_to(target)
+    assert len(JwksFile(tmp_path / "jwks.json").keys) == 1
+
+
+def test_a_running_verifier_ignores_a_jwks_rewritten_once_others_may_write_it(
+    key_dir: KeyDirectory,
+) -> None:
+    source = JwksFile(key_dir.jwks_path, check_interval=0)
+    kid = key_dir.active().kid
+    planted = _jwk()
+    key_dir.jwks_path.chmod(0o666)
+    key_dir.jwks_path.write_text(json.dumps({"keys": [planted]}))
+    assert source.get(planted["kid"]) is None  # the planted key is never trusted
+    assert source.get(kid) is not None  # the last good set, read while the file was safe
+    key_dir.jwks_path.chmod(0o644)
+    assert source.get(planted["kid"]) is not None  # the owner made it safe: read again

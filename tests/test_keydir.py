@@ -17,6 +17,7 @@ from agentsudo_tokens import (
     Issuer,
     JwksFile,
     KeyDirectory,
+    Settings,
     SigningKey,
     UnknownKeyError,
     Verifier,
@@ -342,3 +343,63 @@ def test_staged_rotation_publishes_before_signing(tmp_path: Path) -> None:
         keydir.activate(first)
     with pytest.raises(ConfigError, match="not staged"):
         keydir.activate("no-such-kid")
+
+
+# --- the verifying side refuses what the signing side refuses --------------------------
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o666], ids=oct)
+def test_public_keys_refuses_a_jwks_others_may_write(key_dir: KeyDirectory, mode: int) -> None:
+    key_dir.jwks_path.chmod(mode)
+    with pytest.raises(ConfigError, match="JWKS file .* writable by others"):
+        key_dir.public_keys()
+    with pytest.raises(ConfigError, match="writable by others"):
+        Verifier.from_settings(Settings.from_env({"AGENTSUDO_KEYS_DIR": str(key_dir.path)}))
+
+
+def test_the_writable_check_is_shared_with_the_signing_side(key_dir: KeyDirectory) -> None:
+    key_dir.path.chmod(0o775)
+    try:
+        with pytest.raises(ConfigError, match="key directory .* writable by others"):
+            key_dir.signing_key()
+        with pytest.raises(ConfigError, match="directory holding the JWKS file .* writable"):
+            JwksFile(key_dir.jwks_path)
+    finally:
+        key_dir.path.chmod(0o700)
+
+
+def _agentsudo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "agentsudo"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "mode"),
+    [("jwks.json", 0o666), ("jwks.json", 0o664), (".", 0o777), (".", 0o775)],
+    ids=["jwks-world-writable", "jwks-group-writable", "dir-world-writable", "dir-group-writable"],
+)
+def test_agentsudo_verify_refuses_keys_others_may_write(
+    tmp_path: Path, what: str, mode: int
+) -> None:
+    """Default configuration, real processes: ./keys made by keys init, then loosened."""
+    assert _agentsudo("keys", "init", cwd=tmp_path).returncode == 0
+    issued = _agentsudo("issue", "--agent", "SupportBot", "--scopes", "read:orders", cwd=tmp_path)
+    token = issued.stdout.strip()
+    assert _agentsudo("verify", token, cwd=tmp_path).returncode == 0
+    (tmp_path / "keys" / what).chmod(mode)
+    try:
+        proc = _agentsudo("verify", token, cwd=tmp_path)
+    finally:
+        (tmp_path / "keys" / what).chmod(0o644 if what == "jwks.json" else 0o700)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "writable by others" in proc.stderr and f"mode {mode:04o}" in proc.stderr

@@ -201,7 +201,7 @@ def standard_alphabet(f: Forge, char: str, tweak: bool = True) -> str:
     urlsafe = {"+": "-", "/": "_"}[char]
     filler = {"+": ">>>>>>", "/": "??????"}[char]  # '>>>' encodes to Pj4+, '???' to Pz8/
     for pad in range(3):
-        body = b64json(f.claims(sub=AGENT + "x" * pad + filler))
+        body = b64json(f.claims(note="x" * pad + filler))  # an extra claim: any text goes
         if urlsafe in body:
             break
     assert urlsafe in body
@@ -371,6 +371,95 @@ HOSTILE = [
     case("scope-empty-segment", lambda f: f.token(scope="read::orders"), M),
     case("scope-question-mark", lambda f: f.token(scope="read:order?"), M),
     case("scope-brackets", lambda f: f.token(scope="read:[a-z]"), M),
+    # -- sub: an agent name (ASCII identifier): nothing that forges a terminal line or looks
+    #    like another agent. Each would verify without the grammar (see the controls).
+    case("sub-esc-sequence", lambda f: f.token(sub="Support\x1b[2K\rBot"), M),
+    case("sub-newline", lambda f: f.token(sub="SupportBot\nallowed"), M),
+    case("sub-carriage-return", lambda f: f.token(sub="SupportBot\rAdmin"), M),
+    case("sub-tab", lambda f: f.token(sub="Support\tBot"), M),
+    case("sub-nul", lambda f: f.token(sub="Support\x00Bot"), M),
+    case("sub-del", lambda f: f.token(sub="SupportBot\x7f"), M),
+    case("sub-c1-csi", lambda f: f.token(sub="Support\x9bBot"), M),
+    case("sub-bidi-override", lambda f: f.token(sub="Support\u202etoB"), M),
+    case("sub-bidi-isolate", lambda f: f.token(sub="Support\u2066Bot"), M),
+    case("sub-zero-width-space", lambda f: f.token(sub="Support\u200bBot"), M),
+    case("sub-zero-width-joiner", lambda f: f.token(sub="Support\u200dBot"), M),
+    case("sub-byte-order-mark", lambda f: f.token(sub="\ufeffSupportBot"), M),
+    case("sub-line-separator", lambda f: f.token(sub="Support\u2028Bot"), M),
+    case("sub-cyrillic-homoglyph", lambda f: f.token(sub="Supp\u043ertBot"), M),
+    case("sub-fullwidth-letter", lambda f: f.token(sub="\uff33upportBot"), M),
+    case("sub-combining-mark", lambda f: f.token(sub="Bo\u0308t"), M),
+    case("sub-non-ascii-letter", lambda f: f.token(sub="B\u00f8t"), M),
+    case("sub-space", lambda f: f.token(sub="Support Bot"), M),
+    case("sub-nbsp", lambda f: f.token(sub="Support\u00a0Bot"), M),
+    case("sub-leading-dash", lambda f: f.token(sub="-SupportBot"), M),
+    case("sub-leading-dot", lambda f: f.token(sub=".SupportBot"), M),
+    case("sub-slash", lambda f: f.token(sub="team/SupportBot"), M),
+    case("sub-129-characters", lambda f: f.token(sub="x" * 129), M),
+    case("sub-array", lambda f: f.token(sub=["SupportBot"]), M),
+    # -- I-JSON (RFC 7493): no surrogate code point (reachable only as a \u escape, as
+    #    json.dumps writes one) and no noncharacter, in any key or value, however deep
+    case("lone-high-surrogate-in-extra-claim", lambda f: f.token(note="\ud800"), M),
+    case("lone-low-surrogate-in-extra-claim", lambda f: f.token(note="x\udc00y"), M),
+    case("reversed-surrogate-pair", lambda f: f.token(note="\ude00\ud83d"), M),
+    case("high-surrogate-then-letter", lambda f: f.token(note="\ud83dA"), M),
+    case("lone-surrogate-in-claim-name", lambda f: f.token(**{"note\udbff": 1}), M),
+    case(
+        "lone-surrogate-nested-deep",
+        lambda f: f.token(act={"sub": "Planner", "act": {"sub": ["ok", {"k": "\udfff"}]}}),
+        M,
+    ),
+    case(
+        "lone-surrogate-nested-name",
+        lambda f: f.token(act={"sub": "Planner", "x": [{"\ud800": True}]}),
+        M,
+    ),
+    case("lone-surrogate-in-aud-list", lambda f: f.token(aud=["agentsudo", "\ud800"]), M),
+    case("lone-surrogate-in-iss", lambda f: f.token(iss="agentsudo\ud800"), M),
+    case("lone-surrogate-in-sub", lambda f: f.token(sub="SupportBot\ud800"), M),
+    case("lone-surrogate-in-jti", lambda f: f.token(jti="jti-0123456789abcdef\ud800"), M),
+    case("lone-surrogate-in-kid", lambda f: f.token(f.header(kid="\ud800")), M),
+    case(
+        "lone-surrogate-uppercase-escape",
+        lambda f: f.raw(
+            payload=f.claims_json(note="PLACEHOLDER").replace(b"PLACEHOLDER", b"\\uD800")
+        ),
+        M,
+    ),
+    case(
+        "surrogate-encoded-in-utf8",  # CESU-8 style: invalid UTF-8 (already refused)
+        lambda f: f.raw(
+            payload=f.claims_json(note="PLACEHOLDER").replace(b"PLACEHOLDER", b"\xed\xa0\x80")
+        ),
+        M,
+    ),
+    case("noncharacter-uffff-escaped", lambda f: f.token(note="\uffff"), M),
+    case("noncharacter-ufffe-escaped", lambda f: f.token(note="a\ufffeb"), M),
+    case("noncharacter-ufdd0-escaped", lambda f: f.token(note="\ufdd0"), M),
+    case("noncharacter-in-aud-list", lambda f: f.token(aud=["agentsudo", "\ufdef"]), M),
+    case(
+        "noncharacter-ufdd0-raw-utf8",
+        lambda f: f.raw(
+            payload=f.claims_json(note="PLACEHOLDER").replace(
+                b"PLACEHOLDER", "\ufdd0".encode("utf-8")
+            )
+        ),
+        M,
+    ),
+    case(
+        "noncharacter-u10ffff-raw-utf8",
+        lambda f: f.raw(
+            payload=f.claims_json(note="PLACEHOLDER").replace(
+                b"PLACEHOLDER", "\U0010ffff".encode("utf-8")
+            )
+        ),
+        M,
+    ),
+    case(
+        "noncharacter-u1fffe-as-surrogate-pair",
+        lambda f: f.token(note="\U0001fffe"),  # json.dumps writes the pair \ud83f\udffe
+        M,
+    ),
     # -- JSON
     case("duplicate-claim-key", duplicate_claim, M),
     case(
@@ -490,6 +579,22 @@ def test_hostile_token_is_refused_with_its_exact_error(
         pytest.param(lambda f: f.token(aud=["billing", "agentsudo"]), id="aud-list"),
         pytest.param(lambda f: f.token(act={"sub": "Planner"}), id="extra-standard-claim"),
         pytest.param(lambda f: f.token(scope="read:* write:**"), id="wildcard-scopes"),
+        pytest.param(lambda f: f.token(sub="support-bot@team.example"), id="sub-email-like"),
+        pytest.param(lambda f: f.token(sub="svc:orders.v2_b"), id="sub-with-colon-dot"),
+        pytest.param(lambda f: f.token(sub="x" * 128), id="sub-128-characters"),
+        pytest.param(lambda f: f.token(sub="7"), id="sub-one-digit"),
+        pytest.param(lambda f: f.token(note="\U0001f600"), id="escaped-surrogate-pair"),
+        pytest.param(lambda f: f.token(note="\\ud800"), id="escaped-backslash-not-surrogate"),
+        pytest.param(lambda f: f.token(note="B\u00f8t \u00e9t\u00e9"), id="escaped-non-ascii"),
+        pytest.param(lambda f: f.token(note="\ufffd\ufdcf\ufdf0"), id="next-to-noncharacters"),
+        pytest.param(
+            lambda f: f.raw(
+                payload=f.claims_json(note="PLACEHOLDER").replace(
+                    b"PLACEHOLDER", "B\u00f8t \U0001f600 \ufffd".encode("utf-8")
+                )
+            ),
+            id="raw-utf8-non-ascii",
+        ),
     ],
 )
 def test_controls_for_the_hostile_builders_verify(
