@@ -283,18 +283,18 @@ def test_cli_revoke_needs_one_target(args: tuple[str, ...], tmp_path: Path) -> N
 def test_cli_revoke_a_jti_that_starts_with_a_dash(
     key_dir: KeyDirectory, store: Store, store_url: str
 ) -> None:
-    """token_urlsafe may start a jti with "-": it is still a jti, not an option."""
+    """token_urlsafe may start a jti with "-" and hold an "h": still a jti, never -h (help)."""
     env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
-    done = run_cli("revoke", "-2xYz_abc", "--store", store_url, env=env)
+    done = run_cli("revoke", "-2xYz_abcdefghijklmnoph", "--store", store_url, env=env)
     assert done.exit_code == 0, done.stderr
-    assert store.get("revoked:-2xYz_abc") is not None
+    assert store.get("revoked:-2xYz_abcdefghijklmnoph") is not None
     typo = run_cli("revoke", "--reasn", env=env)
     assert typo.exit_code == 2 and "no such option: --reasn" in typo.stderr
 
 
 def test_cli_revoke_with_the_store_down_fails(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = run_cli("revoke", "abc", "--store", url, env={"AGENTSUDO_KEYS_DIR": str(tmp_path)})
+    result = run_cli("revoke", "a" * 22, "--store", url, env={"AGENTSUDO_KEYS_DIR": str(tmp_path)})
     assert result.exit_code == 2
     assert result.stderr.startswith("agentsudo: state store redis://127.0.0.1:")
     assert "unavailable" in result.stderr
@@ -333,3 +333,42 @@ def test_revocation_reaches_a_running_verifier_in_another_process(
     killed = _agentsudo("revoke", "--agent", "AnalyticsBot", env=env)
     assert killed.returncode == 0, killed.stderr
     assert worker.ask(f"verify {bystander}").startswith("err RevokedTokenError")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "garbage",  # a word: too short to be a jti
+        "x" * 15,
+        "has space in it, long enough",
+        "é" * 20,
+        "a.b",  # looks like a token, decodes to nothing
+        "eyJhbGciOiJFZERTQSJ9.e30.AAAA",  # a token without a jti
+        "\x1b[2Jclear-the-screen-please",
+    ],
+    ids=["word", "short", "space", "non-ascii", "not-a-token", "no-jti", "escape"],
+)
+def test_cli_revoke_refuses_what_is_neither_a_token_nor_a_jti(
+    key_dir: KeyDirectory, target: str
+) -> None:
+    """`agentsudo revoke garbage` is a usage error (exit 2), and records nothing."""
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    done = run_cli("revoke", target, env=env)
+    assert done.exit_code == 2, done.stdout + done.stderr
+    assert "revoked" not in done.stdout
+    assert "\x1b" not in done.stderr
+    assert not (key_dir.path / STATE_FILE).exists()  # nothing was written
+
+
+def test_cli_revoke_agent_refuses_a_name_outside_the_grammar(key_dir: KeyDirectory) -> None:
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    done = run_cli("revoke", "--agent", "Bot\nrevoked: everything", env=env)
+    assert done.exit_code == 2 and "revoked:" not in done.stdout
+    assert not (key_dir.path / STATE_FILE).exists()
+
+
+def test_cli_revoke_agent_reports_the_cutoff_in_iso_8601(key_dir: KeyDirectory) -> None:
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    done = run_cli("revoke", "--agent", "SupportBot", env=env)
+    assert done.exit_code == 0, done.stderr
+    assert re.search(r"issued until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", done.stdout)

@@ -12,8 +12,8 @@ state commands too.
 
 from __future__ import annotations
 
-import datetime
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,11 +50,52 @@ def open_cli_store(current: Settings) -> Store:
 
 def when(seconds: float) -> str:
     """Epoch seconds as ``2025-01-31T12:00:00Z``."""
-    moment = datetime.datetime.fromtimestamp(int(seconds), datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    from agentsudo_tokens.revocation import iso_time
+
+    return iso_time(seconds)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})  # a jti may start with "-"
+_JTI = re.compile(r"[A-Za-z0-9_.:~-]{16,256}")
+
+
+def _jti_of(target: str) -> str:
+    """The ``jti`` a revocation names: the argument itself, or the given token's.
+
+    :raises click.BadParameter: neither a decodable token with a ``jti`` nor a ``jti``.
+    """
+    from agentsudo_tokens.errors import MalformedTokenError
+    from agentsudo_tokens.verifier import decode_unverified
+
+    if "." in target:
+        try:
+            jti = decode_unverified(target).claims.get("jti")
+        except MalformedTokenError as exc:
+            raise click.BadParameter(f"not a token: {exc}", param_hint="JTI_OR_TOKEN") from None
+        if not isinstance(jti, str) or not jti or len(jti) > 256 or not jti.isprintable():
+            raise click.BadParameter("the token has no usable jti", param_hint="JTI_OR_TOKEN")
+        return jti
+    if not _JTI.fullmatch(target):
+        raise click.BadParameter(
+            "expected a token or a jti (16 to 256 characters of A-Z a-z 0-9 - _ . : ~), "
+            f"found {len(target)} characters that are neither",
+            param_hint="JTI_OR_TOKEN",
+        )
+    return target
+
+
+def _check_agent(name: str) -> None:
+    from agentsudo_tokens.claims import check_agent_name
+    from agentsudo_tokens.errors import ConfigError
+
+    try:
+        check_agent_name(name, "agent")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--agent") from None
+
+
+@click.command(  # a jti may start with "-" and hold an "h": only --help asks for help
+    context_settings={"ignore_unknown_options": True, "help_option_names": ["--help"]}
+)
 @click.argument("target", metavar="[JTI_OR_TOKEN]", required=False)
 @click.option("--agent", default=None, help="Revoke every token of this agent issued until now.")
 @click.option("--reason", default=None, help="Why; kept with the revocation.")
@@ -87,13 +128,18 @@ def revoke(
         target = sys.stdin.readline(64 * 1024).strip()
         if not target:
             raise click.UsageError("empty input on stdin")
+    jti = _jti_of(target) if target is not None else None  # garbage: exit 2, nothing recorded
+    if agent is not None:
+        _check_agent(agent)
     with open_cli_store(current) as state:
         if agent is not None:
-            done = revoke_agent(state, agent, reason=reason, max_ttl=current.max_ttl)
+            done = revoke_agent(
+                state, agent, reason=reason, max_ttl=current.max_ttl, leeway=current.leeway
+            )
         elif target is not None and "." in target:
             done = revoke_token(state, target, reason=reason, max_ttl=current.max_ttl)
         else:
-            done = revoke_jti(state, str(target), reason=reason, max_ttl=current.max_ttl)
+            done = revoke_jti(state, str(jti), reason=reason, max_ttl=current.max_ttl)
         where = state.url
     if as_json:
         payload = {
@@ -108,7 +154,8 @@ def revoke(
         click.echo(json.dumps(payload))
         return
     if done.kind == "agent":
-        what = f"every token of agent {done.target!r} issued until {when(done.revoked_at)}"
+        until = when(done.cutoff if done.cutoff is not None else done.revoked_at)
+        what = f"every token of agent {done.target!r} issued until {until}"
     else:
         what = f"token {done.target!r}"
     click.echo(f"revoked: {what} (recorded in {where} until {when(done.kept_until)})")
