@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +64,10 @@ def test_mcp_server_demo() -> None:
     assert "401" in done.stdout
 
 
-def _readme_block(heading: str) -> str:
-    """The first Python code block of the README section under ``heading``."""
+def _readme_block(heading: str, language: str = "python") -> str:
+    """The first code block in ``language`` of the README section under ``heading``."""
     section = (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1]
-    found = re.search(r"```python\n(.+?)\n```", section, re.DOTALL)
+    found = re.search(rf"```{language}\n(.+?)\n```", section, re.DOTALL)
     assert found is not None, heading
     return found.group(1)
 
@@ -120,3 +121,40 @@ def test_the_services_demo_names_the_install_command_for_a_missing_package(
         done.stderr
         == f"run_demo.py needs {package}: pip install '.[services]' (from the repository root)\n"
     )
+
+
+def test_the_readme_shell_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """Line by line in bash, from a directory holding the examples, as in a fresh clone."""
+    (tmp_path / "examples").mkdir()
+    shutil.copy(EXAMPLES / "support_agent.py", tmp_path / "examples")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-c", _readme_block("## Quick start: the shell", "sh")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "created keys/ with an EdDSA key; public keys in keys/jwks.json",
+        "agentsudo: denied: agent 'SupportBot' lacks scope 'delete:customer'",
+    ]
+    lines = done.stdout.splitlines()[1:]  # after the kid that keys init prints
+    assert lines[:4] == [
+        "  [SupportBot] running with scopes from AGENTSUDO_TOKEN",
+        "    allowed  lookup_order: order order_123: 2 items, $50.00",
+        "    allowed  issue_refund: refunded $50 on order_123",
+        "    DENIED   delete_customer: agent 'SupportBot' lacks scope 'delete:customer' "
+        "for delete_customer",
+    ]
+    assert lines[4].startswith("valid: agent 'SupportBot'")  # verify --scope write:refunds
+    assert lines[5:8] == [  # agentsudo run: the child acts as AnalyticsBot
+        "  [AnalyticsBot] running with scopes from AGENTSUDO_TOKEN",
+        "    allowed  lookup_order: order order_123: 2 items, $50.00",
+        "    DENIED   issue_refund: agent 'AnalyticsBot' lacks scope 'write:refunds' "
+        "for issue_refund",
+    ]
+    assert done.returncode == 0  # the last line's: agentsudo run passes the child's on
