@@ -82,31 +82,50 @@ def test_jwks_source_prefers_agentsudo_jwks() -> None:
     assert Settings.from_env(both).jwks_source == "/elsewhere/jwks.json"
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("AGENTSUDO_TTL", "abc"),
-        ("AGENTSUDO_TTL", "0"),
-        ("AGENTSUDO_TTL", "-5"),
-        ("AGENTSUDO_TTL", "1.5"),
-        ("AGENTSUDO_TTL", "15x"),
-        ("AGENTSUDO_MAX_TTL", "forever"),
-        ("AGENTSUDO_MAX_TTL", "0"),
-        ("AGENTSUDO_LEEWAY", "abc"),
-        ("AGENTSUDO_LEEWAY", "-1"),
-        ("AGENTSUDO_LEEWAY", "301"),
-        ("AGENTSUDO_LEEWAY", "1h"),
-        ("AGENTSUDO_REQUIRE_SIGNED", "maybe"),
-        ("AGENTSUDO_REQUIRE_SIGNED", "2"),
-        ("AGENTSUDO_REQUIRE_SIGNED", "enabled"),
-        ("AGENTSUDO_ISSUER", ""),
-        ("AGENTSUDO_ISSUER", "   "),
-        ("AGENTSUDO_ISSUER", "cörp"),
-        ("AGENTSUDO_ISSUER", "a\x00b"),
-        ("AGENTSUDO_AUDIENCE", ""),
-        ("AGENTSUDO_AUDIENCE", "bill\ting"),
-    ],
-)
+BAD_VALUES = [
+    ("AGENTSUDO_TTL", "abc"),
+    ("AGENTSUDO_TTL", "0"),
+    ("AGENTSUDO_TTL", "-5"),
+    ("AGENTSUDO_TTL", "1.5"),
+    ("AGENTSUDO_TTL", "15x"),
+    ("AGENTSUDO_MAX_TTL", "forever"),
+    ("AGENTSUDO_MAX_TTL", "0"),
+    ("AGENTSUDO_LEEWAY", "abc"),
+    ("AGENTSUDO_LEEWAY", "-1"),
+    ("AGENTSUDO_LEEWAY", "301"),
+    ("AGENTSUDO_LEEWAY", "1h"),
+    ("AGENTSUDO_REQUIRE_SIGNED", "maybe"),
+    ("AGENTSUDO_REQUIRE_SIGNED", "2"),
+    ("AGENTSUDO_REQUIRE_SIGNED", "enabled"),
+    ("AGENTSUDO_ISSUER", ""),
+    ("AGENTSUDO_ISSUER", "   "),
+    ("AGENTSUDO_ISSUER", "cörp"),
+    ("AGENTSUDO_ISSUER", "a\x00b"),
+    ("AGENTSUDO_AUDIENCE", ""),
+    ("AGENTSUDO_AUDIENCE", "bill\ting"),
+    ("AGENTSUDO_JWKS_CACHE_TTL", "soon"),
+    ("AGENTSUDO_JWKS_MAX_STALE", "soon"),
+]
+# Free-form values (a token, paths, URLs) are checked where they are used.
+FREE_FORM = {
+    "AGENTSUDO_TOKEN",
+    "AGENTSUDO_KEYS_DIR",
+    "AGENTSUDO_JWKS",
+    "AGENTSUDO_STORE",
+    "AGENTSUDO_AUDIT_LOG",
+}
+
+
+def test_every_setting_has_a_bad_value_test() -> None:
+    from agentsudo_tokens import config
+
+    variables = {
+        v for v in vars(config).values() if isinstance(v, str) and v.startswith("AGENTSUDO_")
+    }
+    assert variables == {variable for variable, _ in BAD_VALUES} | FREE_FORM
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
 def test_bad_values_are_config_errors_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({variable: value})
