@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +270,31 @@ def test_a_running_verifier_ignores_a_jwks_rewritten_once_others_may_write_it(
     assert source.get(kid) is not None  # the last good set, read while the file was safe
     key_dir.jwks_path.chmod(0o644)
     assert source.get(planted["kid"]) is not None  # the owner made it safe: read again
+
+
+def _unshare(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` as root of a fresh user and mount namespace (no privilege needed)."""
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_a_jwks_on_a_read_only_mount_is_trusted_whatever_its_modes(tmp_path: Path) -> None:
+    """As Kubernetes mounts a ConfigMap: mode bits say 0777, but nobody can write there."""
+    if _unshare("true").returncode != 0:
+        pytest.skip("no unprivileged mount namespaces here")
+    path = _jwks_in(tmp_path / "mounted", dir_mode=0o777, file_mode=0o666)
+    with pytest.raises(ConfigError, match="writable by others"):
+        JwksFile(path)  # the same files on a writable mount
+    script = f"from agentsudo_tokens import JwksFile; print(len(JwksFile({str(path)!r}).keys))"
+    remount_read_only = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3"'
+    )
+    proc = _unshare("sh", "-c", remount_read_only, "sh", str(path.parent), sys.executable, script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
