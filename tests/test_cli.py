@@ -1034,6 +1034,24 @@ def test_the_command_list_loads_no_command(tmp_path: Path) -> None:
         assert name in listed
 
 
+@pytest.mark.parametrize(("flags", "level"), [([], "WARNING"), (["--debug"], "DEBUG")])
+def test_a_command_run_by_main_sets_up_logging_once(
+    tmp_path: Path, key_dir: KeyDirectory, flags: list[str], level: str
+) -> None:
+    code = (
+        "import logging, sys; from agentsudo_cli.main import main\n"
+        f"sys.argv = ['agentsudo', *{flags!r}, 'keys', 'list']\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "logger = logging.getLogger('agentsudo')\n"
+        "logger.warning('seen %s', 'here')\n"
+        "streams = [h for h in logger.handlers if type(h) is logging.StreamHandler]\n"
+        "print(len(streams), logging.getLevelName(logger.level), file=sys.stderr)"
+    )
+    proc = python(["-c", code], cwd=tmp_path, env={})
+    assert proc.stderr == f"agentsudo: WARNING seen here\n1 {level}\n"
+
+
 def test_help_and_version(tmp_path: Path) -> None:
     version = importlib.metadata.version("agentsudo-tokens")
     proc = agentsudo(["--version"], cwd=tmp_path)
