@@ -81,6 +81,7 @@ class _ProcessPolicy:
         self.signed_only: bool | None = None
         self.ambient: _Active | None = None
         self.ambient_read = False
+        self.ambient_recheck_at = 0.0  # monotonic: when to ask again if the token was revoked
         self.ambient_off = False  # this process serves requests: AGENTSUDO_TOKEN never acts alone
         self.verifier: Verifier | None = None
 
@@ -368,7 +369,10 @@ def _ambient() -> _Active | None:
     if _policy.ambient_off:  # a process serving requests: never the service's own identity
         return None
     if _policy.ambient_read:
-        return _policy.ambient
+        active = _policy.ambient
+        if active is not None and time.monotonic() >= _policy.ambient_recheck_at:
+            _recheck_ambient(active.agent)
+        return active
     settings = Settings.from_env()
     if settings.token is None:
         with _policy.lock:
@@ -385,7 +389,38 @@ def _ambient() -> _Active | None:
     active = _activate(agent)
     with _policy.lock:
         _policy.ambient, _policy.ambient_read = active, True
+        _policy.ambient_recheck_at = time.monotonic() + AMBIENT_RECHECK
     return active
+
+
+AMBIENT_RECHECK = 1.0  # seconds between asking the store whether AGENTSUDO_TOKEN was revoked
+
+
+def _recheck_ambient(agent: Agent) -> None:
+    """Ask again whether the ambient token was revoked since; forget it if it was.
+
+    A long-running process honours ``agentsudo revoke`` within about a second.
+    A one-time ambient token is checked for revocation only (its one use was
+    the first verification).
+
+    :raises PermissionDeniedError: the token is refused now (revoked, or the store is down).
+    """
+    claims, token = agent.claims, agent.token
+    try:
+        verifier = _policy.default_verifier()
+        if claims is not None and claims.single_use:
+            verifier.check_revocation(claims)
+        elif token is not None:
+            verifier.verify(token)
+    except (InvalidTokenError, ConfigError) as exc:
+        with _policy.lock:  # the next call verifies from scratch, and is refused again
+            _policy.ambient, _policy.ambient_read = None, False
+        raise PermissionDeniedError(
+            f"AGENTSUDO_TOKEN was refused: {exc}",
+            expected="a valid token",
+            found=type(exc).__name__,
+        ) from exc
+    _policy.ambient_recheck_at = time.monotonic() + AMBIENT_RECHECK
 
 
 def _active_session() -> _Active | None:

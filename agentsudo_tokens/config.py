@@ -185,11 +185,14 @@ class Settings:
         return self.jwks if self.jwks else str(self.keys_dir / "jwks.json")
 
 
-def child_environment(token: str, *, jwks: str | None = None) -> dict[str, str]:
-    """This process's environment plus ``AGENTSUDO_TOKEN`` (and ``AGENTSUDO_JWKS``) for a child.
+def child_environment(
+    token: str, *, jwks: str | None = None, store: str | None = None
+) -> dict[str, str]:
+    """This process's environment plus ``AGENTSUDO_TOKEN`` (and where to verify it) for a child.
 
-    An ``AGENTSUDO_JWKS`` already set wins over ``jwks``; a relative path is made
-    absolute so the child finds the keys from any directory.
+    An ``AGENTSUDO_JWKS`` or ``AGENTSUDO_STORE`` already set wins over ``jwks``
+    and ``store``; relative paths are made absolute so the child finds the keys
+    and the state (revocations) from any directory.
     """
     env = dict(os.environ)
     env[TOKEN] = token
@@ -197,4 +200,9 @@ def child_environment(token: str, *, jwks: str | None = None) -> dict[str, str]:
     if source:
         is_url = source.startswith(("http://", "https://"))
         env[JWKS] = source if is_url else str(Path(source).resolve())
+    state = env.get(STORE, "").strip() or store
+    if state:
+        prefix = "sqlite:///"
+        is_file = state.startswith(prefix)
+        env[STORE] = f"{prefix}{Path(state[len(prefix) :]).resolve()}" if is_file else state
     return env

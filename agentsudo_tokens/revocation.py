@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .claims import VerifiedClaims
     from .store import Store
 
-__all__ = ["Revocation", "check_token", "revoke", "revoke_agent", "revoke_token"]
+__all__ = ["Revocation", "check_revoked", "check_token", "revoke", "revoke_agent", "revoke_token"]
 
 REVOKED = "revoked:"
 AGENT = "agent-revoked:"
@@ -174,18 +174,19 @@ def _revoked(message: str, found: object) -> RevokedTokenError:
     return RevokedTokenError(message, expected="a token not revoked", found=found)
 
 
-def check_token(store: Store, claims: VerifiedClaims) -> None:
-    """Refuse a revoked token, and consume a one-time token (first use only).
+def check_revoked(store: Store, claims: VerifiedClaims) -> None:
+    """Refuse a token revoked by ``jti`` or by agent; consume nothing.
 
-    Run after every other check has passed: a refused token never consumes.
-
-    :raises RevokedTokenError: revoked by ``jti``, by agent, or a one-time token used before.
+    :raises RevokedTokenError: revoked by ``jti`` or by agent.
     :raises StoreUnavailableError: the store cannot be reached (fail closed).
     """
-    jti = claims.jti
-    revoked, agent, once = store.get_many((REVOKED + jti, AGENT + claims.subject, ONCE + jti))
+    revoked, agent = store.get_many((REVOKED + claims.jti, AGENT + claims.subject))
+    _refuse_revoked(claims, revoked, agent)
+
+
+def _refuse_revoked(claims: VerifiedClaims, revoked: str | None, agent: str | None) -> None:
     if revoked is not None:
-        raise _revoked(f"token {jti!r} was revoked", "revoked jti")
+        raise _revoked(f"token {claims.jti!r} was revoked", "revoked jti")
     if agent is not None:
         before = _agent_cutoff(agent)
         if before is None:  # an unreadable entry revokes: fail closed
@@ -196,6 +197,19 @@ def check_token(store: Store, claims: VerifiedClaims) -> None:
                 f"revoked; this one was issued at {iso_time(claims.issued_at)}",
                 "revoked agent",
             )
+
+
+def check_token(store: Store, claims: VerifiedClaims) -> None:
+    """Refuse a revoked token, and consume a one-time token (first use only).
+
+    Run after every other check has passed: a refused token never consumes.
+
+    :raises RevokedTokenError: revoked by ``jti``, by agent, or a one-time token used before.
+    :raises StoreUnavailableError: the store cannot be reached (fail closed).
+    """
+    jti = claims.jti
+    revoked, agent, once = store.get_many((REVOKED + jti, AGENT + claims.subject, ONCE + jti))
+    _refuse_revoked(claims, revoked, agent)
     if once is not None or claims.single_use:
         used = store.add(
             USED + jti, str(int(time.time())), expires_at=claims.expires_at + MAX_LEEWAY

@@ -45,7 +45,7 @@ from .errors import (
 from .jwks import KeySet, KeySource, load_key_source
 from .jws import decode_json_part, split
 from .keys import PublicKey
-from .revocation import check_token
+from .revocation import check_revoked, check_token
 
 if TYPE_CHECKING:
     from .store import Store
@@ -202,6 +202,33 @@ class Verifier:
             )
         return entry.claims
 
+    def check_revocation(self, claims: VerifiedClaims) -> None:
+        """Ask the store again whether a token this verifier accepted was revoked since.
+
+        Consumes nothing (a one-time token stays used once). Without a store, nothing to ask.
+
+        :raises RevokedTokenError: revoked by ``jti`` or by agent.
+        :raises StoreUnavailableError: the store cannot be reached (fail closed).
+        """
+        if self.store is not None:
+            self._ask_store(check_revoked, claims)
+
+    def _ask_store(
+        self, check: Callable[[Store, VerifiedClaims], None], claims: VerifiedClaims
+    ) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            check(store, claims)
+        except (InvalidTokenError, StoreUnavailableError):
+            raise
+        except Exception as exc:  # a store that misbehaves never lets a token through
+            raise StoreUnavailableError(
+                f"state store {store.url}: unexpected {type(exc).__name__} while checking "
+                "revocation",
+                found=type(exc).__name__,
+            ) from exc
+
     def _check_state(self, entry: _Entry) -> None:
         """Revocation and one-time use, from the store; any surprise refuses."""
         store = self.store
@@ -211,16 +238,7 @@ class Verifier:
             now, changes = self._clock(), store.changes
             if entry.changes == changes and now - entry.checked_at < self.revocation_recheck:
                 return
-        try:
-            check_token(store, claims)
-        except (InvalidTokenError, StoreUnavailableError):
-            raise
-        except Exception as exc:  # a store that misbehaves never lets a token through
-            raise StoreUnavailableError(
-                f"state store {store.url}: unexpected {type(exc).__name__} while checking "
-                "revocation",
-                found=type(exc).__name__,
-            ) from exc
+        self._ask_store(check_token, claims)
         if not claims.single_use and self.revocation_recheck > 0:
             entry.checked_at, entry.changes = now, changes
 

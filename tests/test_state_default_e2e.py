@@ -331,3 +331,69 @@ def test_a_service_with_only_the_jwks_verifies_and_creates_no_state(workdir: Pat
     done = sh("verify", token, cwd=elsewhere, env=env)
     assert done.returncode == 0, done.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+AMBIENT_AGENT = """
+import sys
+from agentsudo_tokens import sudo
+from agentsudo_tokens.errors import AgentSudoError
+
+@sudo(scope="read:orders")
+def read_orders():
+    return "orders"
+
+print("started", flush=True)
+for line in sys.stdin:
+    try:
+        print(read_orders(), flush=True)
+    except AgentSudoError as exc:
+        print("refused", type(exc).__name__, flush=True)
+"""
+
+
+def _until_refused(process: subprocess.Popen[str]) -> str:
+    answer, deadline = _ask(process), time.monotonic() + 10
+    while answer == "orders" and time.monotonic() < deadline:
+        time.sleep(0.1)  # the ambient token is rechecked about once a second
+        answer = _ask(process)
+    return answer
+
+
+@pytest.mark.parametrize("how", ["jti", "token", "agent"])
+def test_a_running_agent_process_loses_its_ambient_token_when_revoked(
+    workdir: Path, how: str
+) -> None:
+    """`agentsudo run` starts a long-running agent in another directory; revoke reaches it."""
+    elsewhere = workdir / "somewhere-else"
+    elsewhere.mkdir()
+    (elsewhere / "agent.py").write_text(AMBIENT_AGENT)
+    agent = subprocess.Popen(
+        [AGENTSUDO, "run", "--agent", "Reporter", "--scopes", "read:orders", "--keys-dir",
+         str(workdir / "keys"), "--", sys.executable, "-c",
+         "import os, sys; os.chdir(sys.argv[1]); exec(open('agent.py').read())", str(elsewhere)],
+        cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None and agent.stdout.readline().strip() == "started"
+        assert _ask(agent) == "orders"
+        # the child's token is in its environment only: read it from /proc, as root could
+        children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+        child = children[0]
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        found = [v for v in environ if v.startswith(b"AGENTSUDO_TOKEN=")]
+        value = found[0].split(b"=", 1)[1].decode()
+        assert all(not v.startswith(b"AGENTSUDO_KEYS_DIR=") for v in environ)
+        if how == "jti":
+            from agentsudo_tokens import decode_unverified
+
+            target = ["revoke", str(decode_unverified(value).claims["jti"])]
+        elif how == "token":
+            target = ["revoke", value]
+        else:
+            target = ["revoke", "--agent", "Reporter"]
+        assert sh(*target, cwd=workdir).returncode == 0
+        assert _until_refused(agent) == "refused PermissionDeniedError"
+        assert _ask(agent) == "refused PermissionDeniedError"  # and stays refused
+    finally:
+        agent.kill()
+        agent.communicate()

@@ -26,11 +26,14 @@ STATE_FILE = "agentsudo-state.db"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """The store at ``url``: ``sqlite:///path`` or ``redis://host:port/db``.
 
     Opening connects to nothing; the first operation does, and raises
     ``StoreUnavailableError`` if it cannot.
+
+    :param create: ``False``: a SQLite file is not created until something is written
+        (a missing file reads as empty).
 
     :raises ConfigError: not a store URL.
     :raises StoreUnavailableError: a Redis URL without the ``redis`` package installed.
@@ -39,7 +42,7 @@ def open_store(url: str) -> Store:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         from .sqlite import SqliteStore
 
-        return SqliteStore(Path(text[len("sqlite:///") :]))
+        return SqliteStore(Path(text[len("sqlite:///") :]), create=create)
     if text.startswith(_REDIS_SCHEMES):
         from .redis import RedisStore
 
@@ -63,8 +66,8 @@ def default_store_url(settings: Settings) -> str:
 def open_settings_store(settings: Settings, *, reader: bool = False) -> Store:
     """The configured store: ``AGENTSUDO_STORE``, else the key directory's SQLite file.
 
-    :param reader: for a verifier: with no ``AGENTSUDO_STORE``, the key directory's
-        file is read while it exists and not created until something is written
+    :param reader: for a verifier: a SQLite file (``AGENTSUDO_STORE``'s, else the key
+        directory's) is read while it exists and not created until something is written
         (a one-time token's use), so a service with no state yet still sees the
         first revocation made after it started.
     :raises ConfigError: ``AGENTSUDO_STORE`` is not a store URL.
@@ -73,4 +76,4 @@ def open_settings_store(settings: Settings, *, reader: bool = False) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore((settings.keys_dir / STATE_FILE).absolute(), create=False)
-    return open_store(default_store_url(settings))
+    return open_store(default_store_url(settings), create=not reader)

@@ -43,7 +43,10 @@ def run(
         raise click.UsageError("no COMMAND given after --")
     current = settings(keys_dir=keys_dir)
     minted = mint(agent, scopes, ttl, aud, keys_dir)
-    env = child_environment(minted.token, jwks=str(current.jwks_source))
+    from agentsudo_tokens.store import default_store_url
+
+    store = default_store_url(current)  # so the child sees revocations from any directory
+    env = child_environment(minted.token, jwks=str(current.jwks_source), store=store)
     try:
         child = subprocess.Popen(list(command), env=env)
     except FileNotFoundError:
