@@ -15,7 +15,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .agent import Agent, Session, current_agent, require_signed_sessions, without_agent
+    from .agent import (
+        Agent,
+        Session,
+        current_agent,
+        disable_ambient_agent,
+        require_signed_sessions,
+        without_agent,
+    )
     from .approvals import ApprovalRequest
     from .audit import AuditEvent, set_audit_log
     from .claims import UnverifiedClaims, VerifiedClaims
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
         NotYetValidTokenError,
         PermissionDeniedError,
         RevokedTokenError,
+        StateRequiredError,
         StoreUnavailableError,
         TokenLifetimeError,
         UnknownApprovalError,
@@ -90,6 +98,7 @@ _EXPORTS: dict[str, str] = {
     "Settings": "config",
     "SigningKey": "keys",
     "Store": "store",
+    "StateRequiredError": "errors",
     "StoreUnavailableError": "errors",
     "TokenLifetimeError": "errors",
     "UnknownApprovalError": "errors",
@@ -109,6 +118,7 @@ _EXPORTS: dict[str, str] = {
     "issue_once": "onetime",
     "open_store": "store",
     "require_signed_sessions": "agent",
+    "disable_ambient_agent": "agent",
     "revoke": "revocation",
     "revoke_agent": "revocation",
     "revoke_token": "revocation",
@@ -152,6 +162,7 @@ __all__ = [
     "Session",
     "Settings",
     "SigningKey",
+    "StateRequiredError",
     "Store",
     "StoreUnavailableError",
     "TokenLifetimeError",
@@ -170,6 +181,7 @@ __all__ = [
     "current_agent",
     "current_token",
     "decode_unverified",
+    "disable_ambient_agent",
     "issue_once",
     "open_store",
     "require_signed_sessions",
