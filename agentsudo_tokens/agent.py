@@ -70,6 +70,9 @@ _current: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
 )
 
 
+_AGENTS_KEPT = 1024
+
+
 class _ProcessPolicy:
     """Process-wide facts, read once: signed sessions only, the default verifier, the ambient agent.
 
@@ -84,6 +87,14 @@ class _ProcessPolicy:
         self.ambient_recheck_at = 0.0  # monotonic: when to ask again if the token was revoked
         self.ambient_off = False  # this process serves requests: AGENTSUDO_TOKEN never acts alone
         self.verifier: Verifier | None = None
+        self.agents: dict[str, Agent] = {}  # token -> its Agent, while its claims are cached
+
+    def remember(self, token: str, agent: Agent) -> None:
+        """Keep the agent of a verified token for its next ``from_token`` (bounded)."""
+        agents = self.agents
+        if len(agents) >= _AGENTS_KEPT:
+            agents.clear()  # rare, and the next calls rebuild what they use
+        agents[token] = agent
 
     def require_signed(self) -> bool:
         if self.signed_only is None:
@@ -123,6 +134,7 @@ class _ProcessPolicy:
             self.ambient_read = False
             self.ambient_off = False
             self.verifier = None
+            self.agents = {}
 
 
 _policy = _ProcessPolicy()
@@ -217,13 +229,18 @@ class Agent:
         if verifier is None:
             verifier = _policy.verifier or _policy.default_verifier()
         claims = verifier.verify(token)
+        valid_until = claims.expires_at + verifier.leeway
+        known = _policy.agents.get(token)  # agents are read-only: one per verified token
+        if known is not None and known._claims is claims and known._valid_until == valid_until:
+            return known
         agent = cls.__new__(cls)
         _set(agent, "name", claims.subject)
         _set(agent, "scopes", claims.scopes)
         _set(agent, "session_ttl", None)
         _set(agent, "_claims", claims)
         _set(agent, "_token", token)
-        _set(agent, "_valid_until", claims.expires_at + verifier.leeway)
+        _set(agent, "_valid_until", valid_until)
+        _policy.remember(token, agent)
         return agent
 
     @classmethod

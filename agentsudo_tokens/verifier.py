@@ -202,6 +202,17 @@ class Verifier:
             )
         return entry.claims
 
+    def needs_store(self, token: str) -> bool:
+        """True when verifying ``token`` now would ask the store (I/O), not the cache alone."""
+        store = self.store
+        if store is None:
+            return False
+        entry = self._cache.get(token) if isinstance(token, str) else None
+        if entry is None or entry.claims.single_use or self.revocation_recheck <= 0:
+            return True
+        fresh = self._clock() - entry.checked_at < self.revocation_recheck
+        return not fresh or entry.changes != store.changes
+
     def check_revocation(self, claims: VerifiedClaims) -> None:
         """Ask the store again whether a token this verifier accepted was revoked since.
 

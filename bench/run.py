@@ -552,6 +552,111 @@ def bench_verify(report: Report, plan: Plan, keyset: list[Keys]) -> None:
     )
 
 
+# --- 6. the public entry points, in the default configuration ---------------------
+
+
+def _default_environment(eddsa: Keys) -> Iterator[None]:
+    """AGENTSUDO_KEYS_DIR at the bench keys, a state file there, a fresh process policy."""
+    from agentsudo_tokens.agent import _policy
+    from agentsudo_tokens.revocation import revoke
+    from agentsudo_tokens.store import STATE_FILE
+    from agentsudo_tokens.store.sqlite import SqliteStore
+
+    os.environ["AGENTSUDO_KEYS_DIR"] = str(eddsa.directory)
+    with SqliteStore(eddsa.directory / STATE_FILE) as state:  # as after a first `revoke`
+        revoke(state, "0" * 32)
+    _policy.reset()
+    try:
+        yield
+    finally:
+        del os.environ["AGENTSUDO_KEYS_DIR"]
+        _policy.reset()
+
+
+def _bearer_request(token: str) -> Any:
+    from starlette.requests import Request
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/orders",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+        "query_string": b"",
+    }
+    return Request(scope)
+
+
+def _awaited(dependency: Callable[[Any], Any], request: Any) -> Series:
+    """``await dependency(request)`` n times in one event loop."""
+    import asyncio
+
+    async def loop(n: int) -> int:
+        start = perf_counter_ns()
+        for _ in repeat(None, n):
+            await dependency(request)
+        return perf_counter_ns() - start
+
+    return lambda n: asyncio.run(loop(n))
+
+
+def bench_public(report: Report, plan: Plan, eddsa: Keys) -> None:
+    """What users call, with no explicit verifier: the settings, the state store and all."""
+    token = eddsa.mint("read:orders write:refunds")
+    offline = eddsa.verifier()
+    offline.verify(token)
+    with contextmanager(_default_environment)(eddsa):
+        Agent.from_token(token)  # the first call verifies; the rest are repeats
+        best = measure(
+            {
+                "ours": token_calls(Agent.from_token, [token]),
+                "verify": token_calls(offline.verify, [token]),
+            },
+            plan,
+        )
+        report.rows.append(
+            Row(
+                "6a",
+                "Agent.from_token(token), repeat token, default verifier + state file",
+                best["ours"],
+                best["verify"],
+                best["ours"] / best["verify"],
+                f"<= 2 {US}",
+                best["ours"] <= 2_000,
+            )
+        )
+        try:
+            from fastapi.security import HTTPBearer
+
+            from agentsudo_tokens.integrations.fastapi import require_scope
+        except ImportError as exc:
+            report.notes.append(f"6b: skipped: {exc.name} is not installed ([fastapi] extra)")
+        else:
+            request = _bearer_request(token)
+            dependency, bearer = require_scope("read:orders"), HTTPBearer()
+            best = measure(
+                {"ours": _awaited(dependency, request), "bearer": _awaited(bearer, request)},
+                plan,
+            )
+            net = best["ours"] - best["bearer"]
+            report.rows.append(
+                Row(
+                    "6b",
+                    "require_scope dependency, repeat token, default verifier",
+                    best["ours"],
+                    best["bearer"],
+                    best["ours"] / best["bearer"],
+                    f"net of HTTPBearer <= 2 {US}",
+                    net <= 2_000,
+                )
+            )
+    report.baselines.append(
+        "6a     Verifier.verify(token) of a cached token, offline verifier (no store, no settings)"
+    )
+    report.baselines.append(
+        "6b     FastAPI's HTTPBearer() dependency on the same request (it only parses the header)"
+    )
+
+
 # --- 5. the command line ---------------------------------------------------------
 
 
@@ -698,6 +803,7 @@ def main() -> int:
         sections: list[tuple[str, Callable[[], None]]] = [
             ("1", lambda: bench_guard(report, plan, eddsa)),
             ("3-4", lambda: bench_verify(report, plan, [eddsa, es256])),
+            ("6", lambda: bench_public(report, plan, eddsa)),
             # Last in this process: importing agentsudo 0.3.2 runs logging.basicConfig.
             ("2", lambda: bench_original(report, plan)),
             ("5", lambda: bench_process(report, plan, eddsa, root)),

@@ -372,3 +372,30 @@ def test_cli_revoke_agent_reports_the_cutoff_in_iso_8601(key_dir: KeyDirectory) 
     done = run_cli("revoke", "--agent", "SupportBot", env=env)
     assert done.exit_code == 0, done.stderr
     assert re.search(r"issued until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", done.stdout)
+
+
+def test_a_rechecking_verifier_reuses_not_revoked_for_a_moment_only(
+    key_dir: KeyDirectory, issuer: Issuer, store: Store
+) -> None:
+    """revocation_recheck: the cache answers for that long, unless this process wrote."""
+    clock = [float(int(time.time()))]  # the store expires entries on the real clock
+    verifier = Verifier(
+        JwksFile(key_dir.jwks_path), store=store, revocation_recheck=1.0, clock=lambda: clock[0]
+    )
+    minted = issuer.issue("SupportBot", "read:orders", now=clock[0])
+    assert verifier.needs_store(minted.token)  # never seen
+    verifier.verify(minted.token)
+    assert not verifier.needs_store(minted.token)  # answered a moment ago
+    clock[0] += 1.0
+    assert verifier.needs_store(minted.token)  # the moment is over
+    verifier.verify(minted.token)
+    revoke_agent(store, "OtherBot")  # any write through this process's store
+    assert verifier.needs_store(minted.token)
+    revoke(store, minted.claims["jti"])
+    with pytest.raises(RevokedTokenError):
+        verifier.verify(minted.token)  # seen at once: no waiting out the moment
+    once = issuer.issue("DeployBot", "deploy:prod", now=clock[0], once=True)
+    verifier.verify(once.token)
+    assert verifier.needs_store(once.token)  # a one-time token always asks
+    with pytest.raises(RevokedTokenError, match="already used"):
+        verifier.verify(once.token)

@@ -211,17 +211,21 @@ def _kid(token: str) -> str | None:
         return None
 
 
+_LOCAL_KEYS = (KeySet, JwksFile)  # key sources that never wait on a network
+
+
 def _may_block(verifier: Verifier, token: str) -> bool:
     """True when verifying ``token`` may wait on a disk or a network, not only on the CPU.
 
-    A state store (revocation, one-time tokens: SQLite or Redis) always may. Keys
-    in memory or in a file never do. A JWKS URL does when a fetch is due for
-    this ``kid`` (it says so: ``needs_fetch``); an unknown key source may.
+    A state store (revocation, one-time tokens: SQLite or Redis) may, unless the
+    verifier can answer from its cache (``needs_store``). Keys in memory or in a
+    file never do. A JWKS URL does when a fetch is due for this ``kid`` (it says
+    so: ``needs_fetch``); an unknown key source may.
     """
-    if getattr(verifier, "store", None) is not None:
+    if verifier.needs_store(token):
         return True
     keys = verifier.keys
-    if isinstance(keys, KeySet | JwksFile):
+    if type(keys) in _LOCAL_KEYS or isinstance(keys, KeySet | JwksFile):
         return False
     needs_fetch = getattr(keys, "needs_fetch", None)
     if not callable(needs_fetch):
@@ -290,9 +294,9 @@ class _Verification:
 
 def _what(request: Request) -> str:
     """The guarded thing for the audit trail: method and route template, else the path."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None) or request.url.path
-    return f"{request.method} {path}"
+    scope = request.scope  # not request.url: building a URL costs more than the whole check
+    path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+    return f"{scope.get('method', '')} {path}"
 
 
 class RequireScope(SecurityBase):
