@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Literal
 
 from .claims import UnverifiedClaims, VerifiedClaims, check_claims, check_header
 from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Settings
+from .config import JWKS as JWKS_VARIABLE
 from .errors import (
     AgentSudoError,
     BadSignatureError,
+    ConfigError,
     InvalidTokenError,
     KeysUnavailableError,
     MalformedTokenError,
@@ -149,12 +151,20 @@ class Verifier:
             from .store import open_settings_store
 
             store = open_settings_store(settings, reader=True)
-        return cls(
-            load_key_source(
+        try:
+            keys = load_key_source(
                 settings.jwks_source,
                 max_age=settings.jwks_cache_ttl,
                 max_stale=settings.jwks_max_stale,
-            ),
+            )
+        except ConfigError as exc:
+            if not settings.jwks or str(exc).startswith(JWKS_VARIABLE):
+                raise
+            raise type(exc)(  # name the variable the bad value came from
+                f"{JWKS_VARIABLE}: {exc}", expected=exc.expected, found=exc.found
+            ) from exc
+        return cls(
+            keys,
             issuer=settings.issuer,
             audience=settings.audience,
             leeway=settings.leeway,

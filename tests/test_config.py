@@ -277,3 +277,17 @@ def test_jwks_cache_ttl_setting() -> None:
     assert Settings.from_env({"AGENTSUDO_JWKS_CACHE_TTL": "1m"}).jwks_cache_ttl == 60
     with pytest.raises(ConfigError, match="AGENTSUDO_JWKS_CACHE_TTL"):
         Settings.from_env({"AGENTSUDO_JWKS_CACHE_TTL": "soon"})
+
+
+@pytest.mark.parametrize(
+    "value", ["http://192.0.2.1/jwks.json", "ftp://example.com/jwks.json", "/nonexistent/jwks.json"]
+)
+def test_a_bad_agentsudo_jwks_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Nothing is fetched from a refused URL; the message names the variable to fix."""
+    from agentsudo_tokens import ConfigError, Verifier
+
+    monkeypatch.setenv("AGENTSUDO_JWKS", value)
+    with pytest.raises(ConfigError, match=r"^AGENTSUDO_JWKS: "):
+        Verifier.from_settings()

@@ -330,5 +330,5 @@ def test_redis_url_without_the_redis_package(monkeypatch: pytest.MonkeyPatch) ->
     import sys
 
     monkeypatch.setitem(sys.modules, "redis", None)
-    with pytest.raises(StoreUnavailableError, match=r"pip install 'agentsudo-tokens\[redis\]'"):
+    with pytest.raises(StoreUnavailableError, match=r"pip install '\.\[redis\]' in a checkout"):
         open_store("redis://127.0.0.1:6379/0")

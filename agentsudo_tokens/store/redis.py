@@ -2,7 +2,7 @@
 
     store = RedisStore("redis://10.0.0.5:6379/0")        # or AGENTSUDO_STORE=redis://...
 
-Needs the ``redis`` package (``pip install 'agentsudo-tokens[redis]'``). Keys
+Needs the ``redis`` package (``pip install '.[redis]' in a checkout``). Keys
 live under ``agentsudo:``; every one is written with ``PXAT``, so Redis
 expires it with the token it concerns. ``add`` is ``SET NX PXAT``; ``take`` is
 ``GET`` and ``DEL`` in one ``MULTI``. The connection is opened at first use;
@@ -58,7 +58,7 @@ class RedisStore(Store):
         except ImportError as exc:
             raise StoreUnavailableError(
                 f"state store {self.url} needs the redis package: "
-                "pip install 'agentsudo-tokens[redis]'",
+                "pip install '.[redis]' in a checkout",
                 expected="redis installed",
                 found="missing",
             ) from exc
