@@ -397,3 +397,60 @@ def test_a_running_agent_process_loses_its_ambient_token_when_revoked(
     finally:
         agent.kill()
         agent.communicate()
+
+
+SERVICE_PY = """
+import socket, sys, uvicorn
+from typing import Annotated
+from fastapi import Depends, FastAPI
+from agentsudo_tokens import Agent
+from agentsudo_tokens.integrations.fastapi import require_scope
+
+app = FastAPI()
+
+@app.get("/orders")
+def orders(agent: Annotated[Agent, Depends(require_scope("read:orders"))]) -> dict:
+    return {"agent": agent.name}
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+print(sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+"""
+
+
+def test_a_fastapi_service_started_before_any_state_honours_revocation_and_once(
+    workdir: Path,
+) -> None:
+    """The service starts with no state file; later `revoke` and `--once` reach it, unrestarted."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    assert not (workdir / "keys" / STATE_FILE).exists()
+    (workdir / "service.py").write_text(SERVICE_PY)
+    service = subprocess.Popen(
+        [sys.executable, "service.py"], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert service.stdout is not None
+        port = service.stdout.readline().strip()
+        assert port.isdigit(), "the service did not start"
+
+        def get(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.get(f"http://127.0.0.1:{port}/orders", headers=headers).status_code
+
+        token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+        assert get(token) == 200 and get(token) == 200
+        assert sh("revoke", token, cwd=workdir).returncode == 0
+        status, deadline = get(token), time.monotonic() + 10
+        while status == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = get(token)
+        assert status == 401
+        once = sh("issue", "--agent", "S", "--scopes", "read:orders", "--once", cwd=workdir)
+        once_token = once.stdout.strip()
+        assert [get(once_token) for _ in range(3)] == [200, 401, 401]
+    finally:
+        service.terminate()
+        service.communicate(timeout=30)
