@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import asyncio
 
-from langchain_core.messages import ToolMessage
-from langchain_core.tools import tool
+try:  # the [langchain] extra brings it; without it, one line that says how to get it
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+except ImportError as missing:
+    raise SystemExit(
+        f"langchain_tool.py needs the {str(missing.name).partition('.')[0]} package: "
+        "pip install '.[langchain]' in a checkout"
+    ) from None
 
 from agentsudo_tokens import Agent, sudo
 

@@ -25,12 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx2
-import uvicorn
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import MCPServer
+try:  # the [mcp] extra brings these; without it, one line that says how to get it
+    import anyio
+    import httpx2
+    import uvicorn
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.mcpserver import MCPServer
+except ImportError as missing:
+    raise SystemExit(
+        f"mcp_server.py needs the {str(missing.name).partition('.')[0]} package: "
+        "pip install '.[mcp]' in a checkout"
+    ) from None
 
 from agentsudo_tokens import Issuer, JwksFile, KeyDirectory, Verifier, current_agent
 from agentsudo_tokens.integrations.mcp import AgentSudoTokenVerifier, guarded_tool, mcp_scope_map

@@ -158,3 +158,24 @@ def test_the_readme_shell_quick_start_runs_as_written(tmp_path: Path) -> None:
         "for issue_refund",
     ]
     assert done.returncode == 0  # the last line's: agentsudo run passes the child's on
+
+
+@pytest.mark.parametrize(
+    ("example", "package", "extra"),
+    [("mcp_server.py", "mcp", "mcp"), ("langchain_tool.py", "langchain_core", "langchain")],
+)
+def test_an_example_names_its_extra_when_a_package_is_missing(
+    example: str, package: str, extra: str, tmp_path: Path
+) -> None:
+    code = (
+        f"import runpy, sys; sys.modules[{package!r}] = None; "  # as if it were not installed
+        f"sys.argv = [{example!r}]; "
+        f"runpy.run_path({str(EXAMPLES / example)!r}, run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"{example} needs the {package} package: pip install '.[{extra}]' in a checkout\n"
+    )
