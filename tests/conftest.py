@@ -48,4 +48,4 @@ def verifier(key_dir: KeyDirectory) -> Verifier:
     return Verifier(JwksFile(key_dir.jwks_path))
 
 
-pytest_plugins = ["conftest_store"]  # the state store fixtures: SQLite and a real Redis
+pytest_plugins = ["conftest_store", "installed_cli"]  # stores (SQLite, real Redis); the CLI

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from installed_cli import sh
 
 from agentsudo_cli.main import cli
 from agentsudo_tokens import Agent, PermissionDeniedError, sudo
@@ -42,28 +43,10 @@ from agentsudo_tokens.elevation import _Waiting, ask
 from agentsudo_tokens.errors import UnknownApprovalError
 from agentsudo_tokens.store import Store
 
-AGENTSUDO = str(Path(sys.executable).with_name("agentsudo"))
 SUPPORT = Agent("SupportBot", ["read:orders"])
 FAST = 0.02
 # Innocent for its first 200+ characters; the end is what matters.
 QUERY = "SELECT 1 /* " + "nothing to see here " * 15 + "*/; DROP TABLE users"
-
-
-def sh(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The installed ``agentsudo``, run as a user would, in ``cwd``."""
-    return subprocess.run(
-        [AGENTSUDO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A project directory with ``keys/`` made by ``agentsudo keys init`` (the default store)."""
-    done = sh("keys", "init", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    return tmp_path
 
 
 AGENT_PY = """

@@ -20,29 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from installed_cli import AGENTSUDO, sh
 
 from agentsudo_tokens import Agent, Issuer, KeyDirectory, RevokedTokenError
 from agentsudo_tokens.store import STATE_FILE
 from agentsudo_tokens.store.sqlite import SqliteStore
-
-AGENTSUDO = str(Path(sys.executable).with_name("agentsudo"))
-
-
-def sh(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``agentsudo`` as a user would, in ``cwd``."""
-    return subprocess.run(
-        [AGENTSUDO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A project directory with ``keys/`` made by ``agentsudo keys init``."""
-    done = sh("keys", "init", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    return tmp_path
 
 
 @pytest.fixture
