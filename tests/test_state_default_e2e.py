@@ -436,3 +436,140 @@ def test_a_fastapi_service_started_before_any_state_honours_revocation_and_once(
     finally:
         service.terminate()
         service.communicate(timeout=30)
+
+
+# -- the store's file: forks, resets, and files others could have written ------------------
+
+
+DAEMON = """
+import os, sys
+from agentsudo_tokens.store.sqlite import SqliteStore
+
+store = SqliteStore(sys.argv[1])
+store.put("parent", "1", expires_at=4e9)      # the parent holds the file open, then forks
+if os.fork():
+    os._exit(0)                                 # and goes away, as a daemonizing process does
+print("child", flush=True)
+for line in sys.stdin:
+    key = line.strip()
+    print(store.get(key), os.path.exists(sys.argv[1] + "-wal"), flush=True)
+"""
+
+
+def test_a_forked_child_keeps_real_locks_after_its_parent_is_gone(tmp_path: Path) -> None:
+    """The child's connection must hold its own POSIX locks, or a visitor deletes the WAL."""
+    path = tmp_path / "state.db"
+    (tmp_path / "daemon.py").write_text(DAEMON)
+    child = subprocess.Popen(
+        [sys.executable, str(tmp_path / "daemon.py"), str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "child"
+        child.wait(timeout=30)  # the parent exited; the forked child goes on, reading stdin
+        child.stdin.write("parent\n")
+        child.stdin.flush()
+        assert child.stdout.readline().split() == ["1", "True"]
+        for round_ in range(5):  # visitors come and go, as `agentsudo revoke` runs would
+            visit = (
+                "import sys; from agentsudo_tokens.store.sqlite import SqliteStore; "
+                "s = SqliteStore(sys.argv[1]); s.put(sys.argv[2], 'v', expires_at=4e9); s.close()"
+            )
+            subprocess.run([sys.executable, "-c", visit, str(path), f"k{round_}"], check=True)
+            child.stdin.write(f"k{round_}\n")
+            child.stdin.flush()
+            assert child.stdout.readline().split() == ["v", "True"], f"round {round_}"
+    finally:
+        child.stdin.close()
+        child.stdout.close()
+
+
+def test_a_state_file_made_anew_is_seen_by_a_running_verifier(workdir: Path) -> None:
+    """`rm keys/agentsudo-state.db*` then a revoke: the running process follows the new file."""
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    assert sh("revoke", "0" * 32, cwd=workdir).returncode == 0  # the file exists
+    (workdir / "service.py").write_text(LONG_RUNNING)
+    service = subprocess.Popen(
+        [sys.executable, "service.py", token],
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert service.stdout is not None and service.stdout.readline().strip() == "started"
+        assert _ask(service) == "accepted"
+        for leftover in (workdir / "keys").glob(f"{STATE_FILE}*"):
+            leftover.unlink()  # a reset, while the service runs
+        assert sh("revoke", token, cwd=workdir).returncode == 0
+        answer, deadline = _ask(service), time.monotonic() + 10
+        while answer == "accepted" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            answer = _ask(service)
+        assert answer == "refused RevokedTokenError"
+    finally:
+        service.kill()
+        service.communicate()
+
+
+def _planted(path: Path, statement: str) -> None:
+    """Another hand's edit, made outside this process (a second connection here costs locks)."""
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, str(path), statement], check=True)
+
+
+def test_a_state_file_with_a_planted_trigger_is_refused(tmp_path: Path) -> None:
+    """A trigger that forgets every use of a one-time token must not be obeyed."""
+    from agentsudo_tokens.errors import StoreUnavailableError
+
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    with SqliteStore(path) as first:
+        first.put("k", "v", expires_at=4e9)
+    _planted(
+        path,
+        "CREATE TRIGGER forget AFTER INSERT ON entries WHEN new.key LIKE 'used:%' "
+        "BEGIN DELETE FROM entries WHERE key = new.key; END;",
+    )
+    with pytest.raises(StoreUnavailableError, match="trigger 'forget'"):
+        SqliteStore(path).add("used:x", "1", expires_at=4e9)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["file-0666", "file-0620", "dir-0777", "dir-0770", "hard-link"],
+)
+def test_a_state_file_others_could_write_is_refused(tmp_path: Path, setup: str) -> None:
+    from agentsudo_tokens.errors import StoreUnavailableError
+
+    directory = tmp_path / "keys"
+    directory.mkdir(mode=0o700)
+    path = directory / STATE_FILE
+    with SqliteStore(path) as store:
+        store.put("k", "v", expires_at=4e9)
+    kind, _, mode = setup.partition("-")
+    if kind == "file":
+        path.chmod(int(mode, 8))
+    elif kind == "dir":
+        directory.chmod(int(mode, 8))
+    else:
+        os.link(path, tmp_path / "elsewhere.db")
+    with pytest.raises(StoreUnavailableError, match="refusing it"):
+        SqliteStore(path).get("k")
+    with pytest.raises(StoreUnavailableError, match="refusing it"):
+        SqliteStore(path, create=False).get("k")  # a verifier's reader too: fail closed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another user")
+def test_a_state_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    from agentsudo_tokens.errors import StoreUnavailableError
+
+    path = tmp_path / "state.db"
+    with SqliteStore(path) as store:
+        store.put("k", "v", expires_at=4e9)
+    os.chown(path, 65534, 65534)  # nobody
+    with pytest.raises(StoreUnavailableError, match="belongs to uid 65534"):
+        SqliteStore(path).get("k")

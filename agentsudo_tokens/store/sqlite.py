@@ -64,43 +64,66 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
     next_purge: float = 0.0
+    closed: bool = False
 
 
 class _Connections:
     """This process's open database files, by (device, inode).
 
     A process-wide table is the point here: POSIX record locks belong to the
-    process, not to a connection (see the module docstring).
+    process, not to a connection (see the module docstring). Before a ``fork``
+    every connection is closed (each side reopens on its next use): SQLite's
+    in-memory record of the locks it holds would otherwise be copied into the
+    child, whose new connection would then believe it held locks it does not.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.open: dict[tuple[int, int], _Shared] = {}
-        self.pid = os.getpid()
         self.writes = 0  # every write through any store of this process, for cache invalidation
 
     def acquire(self, key: tuple[int, int], connect: Callable[[], sqlite3.Connection]) -> _Shared:
         with self.lock:
-            if self.pid != os.getpid():  # a forked child: the parent's connections are not ours
-                self.open, self.pid = {}, os.getpid()
             shared = self.open.get(key)
             if shared is None:
                 shared = self.open[key] = _Shared(connect(), key)
             shared.users += 1
             return shared
 
-    def release(self, shared: _Shared, pid: int) -> None:
+    def release(self, shared: _Shared) -> None:
         with self.lock:
-            if pid != self.pid or self.open.get(shared.key) is not shared:
-                return  # another process's, or already gone
+            if self.open.get(shared.key) is not shared:
+                return  # closed at a fork, or already gone
             shared.users -= 1
             if shared.users <= 0:
                 del self.open[shared.key]
                 with shared.lock:
+                    shared.closed = True
                     shared.conn.close()
+
+    def before_fork(self) -> None:
+        """Close every connection, and hold the table until the fork is done."""
+        self.lock.acquire()
+        for shared in self.open.values():
+            with shared.lock:  # waits for an operation in progress in another thread
+                shared.closed = True
+                shared.conn.close()
+        self.open = {}
+
+    def after_fork_in_parent(self) -> None:
+        self.lock.release()
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()  # the parent's other threads are gone with their locks
+        self.open = {}
 
 
 _CONNECTIONS = _Connections()
+os.register_at_fork(
+    before=_CONNECTIONS.before_fork,
+    after_in_parent=_CONNECTIONS.after_fork_in_parent,
+    after_in_child=_CONNECTIONS.after_fork_in_child,
+)
 
 
 class SqliteStore(Store):
@@ -127,7 +150,7 @@ class SqliteStore(Store):
         self._clock = clock
         self._lock = threading.Lock()
         self._shared: _Shared | None = None
-        self._pid = 0
+        self._identity_checked = 0.0  # monotonic: when the path was last seen to be our file
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
 
     @property
@@ -144,22 +167,50 @@ class SqliteStore(Store):
         )
 
     def _file_key(self, create: bool) -> tuple[int, int] | None:
-        """The file's (device, inode); ``None`` when it is missing and not to be created."""
+        """The file's (device, inode) once it is trusted; ``None``: missing, not to be created.
+
+        :raises OSError: it cannot be examined or created.
+        :raises StoreUnavailableError: it is not a file only this user can change.
+        """
         try:
             info = os.lstat(self.path)
         except FileNotFoundError:
             if not create:
                 return None
             try:  # exclusive: a new inode, which no connection of ours can hold locks on
-                os.close(
-                    os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                )
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.close(fd)
             except FileExistsError:
-                pass  # another process made it first
+                pass  # another process made it first: checked below like any other
             info = os.lstat(self.path)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{self.path} is not a regular file (a link or a device is refused)")
+        self._check_trusted(info)
         return info.st_dev, info.st_ino
+
+    def _check_trusted(self, info: os.stat_result) -> None:
+        """Whoever can write the state can revoke, un-revoke and approve: only we may."""
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "is not a regular file (a link or a device is refused)"
+        elif info.st_uid != os.geteuid():
+            problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
+        elif info.st_mode & 0o022:
+            problem = f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+        elif info.st_nlink != 1:
+            problem = f"has {info.st_nlink} hard links"
+        else:
+            directory = self.path.absolute().parent
+            mode = os.stat(directory).st_mode
+            if mode & 0o022:
+                problem = (
+                    f"is in {directory}, which group or others may write "
+                    f"(mode {stat.S_IMODE(mode):04o})"
+                )
+        if problem is not None:
+            raise StoreUnavailableError(
+                f"state store {self.url} {problem}: refusing it",
+                expected="a regular file of this user, mode 0600, in a directory only it writes",
+                found=problem,
+            )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -179,48 +230,78 @@ class SqliteStore(Store):
                         raise
                     time.sleep(0.01)
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA trusted_schema = OFF")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            extra = conn.execute(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') "
+                "OR (type = 'table' AND name != 'entries')"
+            ).fetchall()
         except sqlite3.Error as exc:
             conn.close()  # no other connection of ours is on this file: acquire holds the table
             raise self._unavailable(exc) from exc
+        if extra:  # a trigger could forget a use or answer an approval: not our schema
+            conn.close()
+            found = ", ".join(f"{kind} {name!r}" for kind, name in extra)
+            raise StoreUnavailableError(
+                f"state store {self.url} holds objects it never creates ({found}): refusing it",
+                expected="only the table 'entries'",
+                found=found,
+            )
         return conn
 
     def _attach(self, *, write: bool) -> _Shared | None:
-        """This process's connection to the file, opened on first use; ``None``: no file yet."""
+        """This process's connection to the file, opened on first use; ``None``: no file yet.
+
+        The path is looked at again about once a second: a state file removed and
+        made anew (a reset) is reopened, not read through the old inode forever.
+        """
         shared = self._shared
-        if shared is not None and self._pid == os.getpid():
+        now = time.monotonic()
+        if shared is not None and not shared.closed and now - self._identity_checked < 1.0:
             return shared
         try:
             key = self._file_key(create=write or self.create)
         except OSError as exc:
             raise self._unavailable(exc) from exc
+        self._identity_checked = now
+        if shared is not None and not shared.closed and key == shared.key:
+            return shared
+        self._detach()
         if key is None:
             return None
         shared = _CONNECTIONS.acquire(key, self._connect)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._shared, self._pid = shared, os.getpid()
-        self._finalizer = weakref.finalize(self, _CONNECTIONS.release, shared, self._pid)
+        self._shared = shared
+        self._finalizer = weakref.finalize(self, _CONNECTIONS.release, shared)
         return shared
+
+    def _detach(self) -> None:
+        finalizer, self._finalizer, self._shared = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()  # releases this store's share; the last one closes the connection
 
     @contextmanager
     def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
-        with self._lock:
-            shared = self._attach(write=write)
-        if shared is None:
-            yield None
-            return
-        with shared.lock:
-            conn = shared.conn
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise self._unavailable(exc) from exc
-            if write:
-                _CONNECTIONS.writes += 1
+        for _ in range(3):  # a connection closed under us (a fork in another thread): reopen
+            with self._lock:
+                shared = self._attach(write=write)
+            if shared is None:
+                yield None
+                return
+            with shared.lock:
+                if shared.closed:
+                    continue
+                conn = shared.conn
+                try:
+                    yield conn
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    raise self._unavailable(exc) from exc
+                if write:
+                    _CONNECTIONS.writes += 1
+                return
+        raise self._unavailable(RuntimeError("the connection kept closing"))
 
     def _after_write(self, shared_conn: sqlite3.Connection, now: float) -> None:
         shared = self._shared
@@ -302,6 +383,4 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         with self._lock:
-            finalizer, self._finalizer, self._shared = self._finalizer, None, None
-        if finalizer is not None:
-            finalizer()  # releases this store's share; the last one closes the connection
+            self._detach()
