@@ -63,15 +63,21 @@ def agent_env(*, jwks: str | None = None) -> dict[str, str]:
     """The environment for a child process that acts as the current agent.
 
     This process's environment with ``AGENTSUDO_TOKEN`` set to the acting
-    agent's token (replacing any inherited one) and ``AGENTSUDO_JWKS`` pointing
-    at the public keys, so ``@sudo`` in the child checks the same token.
+    agent's token (replacing any inherited one), ``AGENTSUDO_JWKS`` pointing at
+    the public keys and ``AGENTSUDO_STORE`` at the state (revocations), both
+    absolute, so ``@sudo`` in the child checks the same token from any directory.
 
     :param jwks: the public keys for the child, when ``AGENTSUDO_JWKS`` is not
         set here; default the key directory's ``jwks.json``.
     :raises PermissionDeniedError: as ``current_token``.
     """
+    from .store import default_store_url
+
     token = current_token()
-    return child_environment(token, jwks=jwks or Settings.from_env().jwks_source)
+    settings = Settings.from_env()
+    source = jwks or settings.jwks_source
+    state = default_store_url(settings.replace(jwks=source))  # where revocations are
+    return child_environment(token, jwks=source, store=state)
 
 
 def copy_session(func: Callable[P, R]) -> Callable[P, R]:

@@ -9,7 +9,8 @@ Only a verifier given the store sees revocations; without one, verification
 stays offline and a token is good until it expires. Each entry is kept as
 long as a token it concerns can still verify, then expires:
 
-- by whole token: until its ``exp`` plus the largest leeway (``MAX_LEEWAY``);
+- by whole token: until its verified ``exp`` plus the largest leeway
+  (``MAX_LEEWAY``), or, unverified, as long as by ``jti`` alone;
 - by ``jti`` alone: a token naming it was issued at most the leeway in the
   future and lives at most ``max_ttl``, and verifiers accept it a leeway past
   its ``exp``; so until now + ``max_ttl`` + 2 × ``MAX_LEEWAY``. This holds for
@@ -111,13 +112,18 @@ def revoke_token(
     token: str,
     *,
     reason: str | None = None,
+    expires_at: int | None = None,
     max_ttl: int = DEFAULT_MAX_TTL,
     now: float | None = None,
 ) -> Revocation:
-    """Revoke a token given whole: its ``jti`` and ``exp`` are read WITHOUT verifying it.
+    """Revoke a token given whole: its ``jti`` is read WITHOUT verifying it.
 
     Revoking is always safe, even for a forged token: it only refuses a ``jti``.
+    The token's own ``exp`` is not trusted (a copy with ``exp`` edited into the
+    past would make the entry expire at once): the entry is kept as long as for
+    a ``jti`` alone. Give ``expires_at`` when you verified the token yourself.
 
+    :param expires_at: the token's verified ``exp``.
     :raises MalformedTokenError: the token cannot be decoded.
     :raises ConfigError: the token has no usable ``jti``.
     :raises StoreUnavailableError: the store cannot be reached.
@@ -125,10 +131,13 @@ def revoke_token(
     from .jws import decode_json_part, split
 
     claims = decode_json_part(split(token).payload, "payload")  # unverified, as documented
-    jti, exp = claims.get("jti"), claims.get("exp")
-    expires_at = exp if type(exp) is int else None
     return revoke(
-        store, _checked(jti, "jti"), reason=reason, expires_at=expires_at, max_ttl=max_ttl, now=now
+        store,
+        _checked(claims.get("jti"), "jti"),
+        reason=reason,
+        expires_at=expires_at,
+        max_ttl=max_ttl,
+        now=now,
     )
 
 

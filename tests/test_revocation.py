@@ -79,7 +79,9 @@ def test_revoke_a_whole_token(issuer: Issuer, checked: Verifier, store: Store) -
     minted = issuer.issue("SupportBot", "read:orders", ttl=600)
     done = revoke_token(store, minted.token)
     assert done.target == minted.claims["jti"]
-    assert done.kept_until == minted.claims["exp"] + 300
+    assert done.kept_until > minted.claims["exp"] + 300  # its exp is not verified: not trusted
+    verified = revoke_token(store, minted.token, expires_at=minted.claims["exp"])
+    assert verified.kept_until == minted.claims["exp"] + 300
     with pytest.raises(RevokedTokenError):
         checked.verify(minted.token)
 
@@ -399,3 +401,45 @@ def test_a_rechecking_verifier_reuses_not_revoked_for_a_moment_only(
     assert verifier.needs_store(once.token)  # a one-time token always asks
     with pytest.raises(RevokedTokenError, match="already used"):
         verifier.verify(once.token)
+
+
+def test_revoke_token_does_not_trust_an_unverified_exp(store: Store, issuer: Issuer) -> None:
+    """A copy of a token with exp edited into the past must not make the entry expire at once."""
+    import base64
+
+    minted = issuer.issue("SupportBot", "read:orders")
+    head, payload, signature = minted.token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = 1_000_000  # 1970
+    edited = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    done = revoke_token(store, f"{head}.{edited}.{signature}")
+    assert done.kept_until > time.time() + Settings().max_ttl  # as long as for a jti alone
+
+
+def test_cli_revoke_keeps_an_edited_token_revoked(key_dir: KeyDirectory, issuer: Issuer) -> None:
+    import base64
+
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    minted = issuer.issue("SupportBot", "read:orders")
+    head, payload, signature = minted.token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = 1_000_000
+    edited = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    done = run_cli("revoke", f"{head}.{edited}.{signature}", env=env)
+    assert done.exit_code == 0 and "does not verify here" in done.stderr
+    refused = run_cli("verify", minted.token, env=env)
+    assert refused.exit_code == 1 and "was revoked" in refused.stderr
+    genuine = issuer.issue("SupportBot", "read:orders")
+    ok = run_cli("revoke", genuine.token, "--json", env=env)
+    assert ok.exit_code == 0 and ok.stderr == ""
+    assert json.loads(ok.stdout)["kept_until"] == genuine.claims["exp"] + 300  # verified exp
+
+
+def test_cli_revoke_refuses_a_token_cut_at_its_first_dot(
+    key_dir: KeyDirectory, issuer: Issuer
+) -> None:
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    minted = issuer.issue("SupportBot", "read:orders")
+    done = run_cli("revoke", minted.token.split(".")[0], env=env)
+    assert done.exit_code == 2 and "first part of a token" in done.stderr
+    assert not (key_dir.path / STATE_FILE).exists()

@@ -573,3 +573,85 @@ def test_a_state_file_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 65534)  # nobody
     with pytest.raises(StoreUnavailableError, match="belongs to uid 65534"):
         SqliteStore(path).get("k")
+
+
+def test_a_service_trusting_an_issuers_jwks_shares_its_state(workdir: Path) -> None:
+    """A service elsewhere (with a keys/ of its own) and AGENTSUDO_JWKS at the issuer's keys."""
+    service = workdir / "service"
+    service.mkdir()
+    assert sh("keys", "init", cwd=service).returncode == 0  # its own keys/, unused here
+    env = {**os.environ, "AGENTSUDO_JWKS": str(workdir / "keys" / "jwks.json")}
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    assert sh("verify", token, cwd=service, env=env).returncode == 0
+    assert sh("revoke", token, cwd=workdir).returncode == 0  # the issuer revokes, at home
+    refused = sh("verify", token, cwd=service, env=env)
+    assert refused.returncode == 1 and "was revoked" in refused.stderr
+    once = sh("issue", "--agent", "S", "--scopes", "read:orders", "--once", cwd=workdir)
+    assert sh("verify", once.stdout.strip(), cwd=service, env=env).returncode == 0
+    again = sh("verify", once.stdout.strip(), cwd=workdir)  # at the issuer: already used
+    assert again.returncode == 1 and "already used" in again.stderr
+
+
+PARENT = """
+import subprocess, sys
+from agentsudo_tokens import Agent, current_agent
+from agentsudo_tokens.propagation import agent_env
+
+with Agent.from_token(sys.argv[1]).start_session():
+    env = agent_env()
+child = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[2]], cwd=sys.argv[3], env=env,
+    stdin=sys.stdin, stdout=sys.stdout,
+)
+sys.exit(child.wait())
+"""
+
+
+def test_a_child_started_with_agent_env_sees_revocations_from_any_directory(
+    workdir: Path,
+) -> None:
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    (workdir / "parent.py").write_text(PARENT)
+    child = subprocess.Popen(
+        [sys.executable, "parent.py", token, AMBIENT_AGENT, str(elsewhere)],
+        cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "started"
+        assert _ask(child) == "orders"
+        assert sh("revoke", token, cwd=workdir).returncode == 0
+        assert _until_refused(child) == "refused PermissionDeniedError"
+    finally:
+        child.kill()
+        child.communicate()
+
+
+GC_WHILE_CONNECTING = """
+import gc, sys
+from pathlib import Path
+from agentsudo_tokens.store.sqlite import SqliteStore
+
+root = Path(sys.argv[1])
+gc.set_threshold(1)  # the cyclic collector runs at nearly every allocation, inside our locks too
+for i in range(60):
+    lost = SqliteStore(root / "a.db")
+    lost.get("x")
+    lost.cycle = lost  # only the cyclic collector can free it: at any moment, in any lock
+    del lost
+    other = SqliteStore(root / f"b{i % 3}.db")
+    other.put("k", "v", expires_at=4e9)
+    other.close()
+print("done")
+"""
+
+
+def test_a_store_collected_while_another_connects_does_not_deadlock(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GC_WHILE_CONNECTING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr

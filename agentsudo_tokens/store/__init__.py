@@ -20,7 +20,14 @@ from .base import Store
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["STATE_FILE", "Store", "default_store_url", "open_settings_store", "open_store"]
+__all__ = [
+    "STATE_FILE",
+    "Store",
+    "default_state_file",
+    "default_store_url",
+    "open_settings_store",
+    "open_store",
+]
 
 STATE_FILE = "agentsudo-state.db"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -56,11 +63,24 @@ def open_store(url: str, *, create: bool = True) -> Store:
     )
 
 
+def default_state_file(settings: Settings) -> Path:
+    """Where the state lives when ``AGENTSUDO_STORE`` is not set: beside the trusted public keys.
+
+    That is the directory of ``AGENTSUDO_JWKS`` when it names a file (the issuer's
+    key directory, in the usual layout), else the key directory: a service that
+    trusts an issuer's ``jwks.json`` sees the revocations made in that directory.
+    """
+    jwks = settings.jwks
+    if jwks and not jwks.lower().startswith(("http://", "https://")):
+        return Path(jwks).parent / STATE_FILE
+    return settings.keys_dir / STATE_FILE
+
+
 def default_store_url(settings: Settings) -> str:
-    """``AGENTSUDO_STORE``, else the SQLite file in the key directory."""
+    """``AGENTSUDO_STORE``, else the SQLite file beside the public keys (``default_state_file``)."""
     if settings.store:
         return settings.store
-    return f"sqlite:///{settings.keys_dir / STATE_FILE}"
+    return f"sqlite:///{default_state_file(settings)}"
 
 
 def open_settings_store(settings: Settings, *, reader: bool = False) -> Store:
@@ -75,5 +95,5 @@ def open_settings_store(settings: Settings, *, reader: bool = False) -> Store:
     if not settings.store and reader:
         from .sqlite import SqliteStore
 
-        return SqliteStore((settings.keys_dir / STATE_FILE).absolute(), create=False)
+        return SqliteStore(default_state_file(settings).absolute(), create=False)
     return open_store(default_store_url(settings), create=not reader)

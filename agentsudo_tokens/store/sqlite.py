@@ -26,6 +26,7 @@ exist, reads find nothing and nothing is created; the first write creates it.
 
 from __future__ import annotations
 
+import collections
 import os
 import sqlite3
 import stat
@@ -80,10 +81,12 @@ class _Connections:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.open: dict[tuple[int, int], _Shared] = {}
+        self.pending: collections.deque[_Shared] = collections.deque()  # released by the GC
         self.writes = 0  # every write through any store of this process, for cache invalidation
 
     def acquire(self, key: tuple[int, int], connect: Callable[[], sqlite3.Connection]) -> _Shared:
         with self.lock:
+            self._drain()
             shared = self.open.get(key)
             if shared is None:
                 shared = self.open[key] = _Shared(connect(), key)
@@ -91,15 +94,29 @@ class _Connections:
             return shared
 
     def release(self, shared: _Shared) -> None:
+        """Give back one store's share; the last one closes the connection."""
         with self.lock:
-            if self.open.get(shared.key) is not shared:
-                return  # closed at a fork, or already gone
-            shared.users -= 1
-            if shared.users <= 0:
-                del self.open[shared.key]
-                with shared.lock:
-                    shared.closed = True
-                    shared.conn.close()
+            self._drain()
+            self._release(shared)
+
+    def release_later(self, shared: _Shared) -> None:
+        """The same, from a garbage-collected store: the collector may run while this
+        thread holds a lock of ours, so only note it (a deque append takes no lock)."""
+        self.pending.append(shared)
+
+    def _drain(self) -> None:
+        while self.pending:
+            self._release(self.pending.popleft())
+
+    def _release(self, shared: _Shared) -> None:
+        if self.open.get(shared.key) is not shared:
+            return  # closed at a fork, or already gone
+        shared.users -= 1
+        if shared.users <= 0:
+            del self.open[shared.key]
+            with shared.lock:
+                shared.closed = True
+                shared.conn.close()
 
     def before_fork(self) -> None:
         """Close every connection, and hold the table until the fork is done."""
@@ -109,6 +126,7 @@ class _Connections:
                 shared.closed = True
                 shared.conn.close()
         self.open = {}
+        self.pending.clear()
 
     def after_fork_in_parent(self) -> None:
         self.lock.release()
@@ -116,6 +134,7 @@ class _Connections:
     def after_fork_in_child(self) -> None:
         self.lock = threading.Lock()  # the parent's other threads are gone with their locks
         self.open = {}
+        self.pending.clear()
 
 
 _CONNECTIONS = _Connections()
@@ -272,13 +291,14 @@ class SqliteStore(Store):
             return None
         shared = _CONNECTIONS.acquire(key, self._connect)
         self._shared = shared
-        self._finalizer = weakref.finalize(self, _CONNECTIONS.release, shared)
+        self._finalizer = weakref.finalize(self, _CONNECTIONS.release_later, shared)
         return shared
 
     def _detach(self) -> None:
-        finalizer, self._finalizer, self._shared = self._finalizer, None, None
-        if finalizer is not None:
-            finalizer()  # releases this store's share; the last one closes the connection
+        shared, finalizer = self._shared, self._finalizer
+        self._shared = self._finalizer = None
+        if shared is not None and finalizer is not None and finalizer.detach() is not None:
+            _CONNECTIONS.release(shared)  # this store's share; the last one closes the connection
 
     @contextmanager
     def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ._common import json_option, keys_dir_option, settings
+from ._common import json_option, keys_dir_option, settings, terminal_safe
 
 if TYPE_CHECKING:
     from agentsudo_tokens.config import Settings
@@ -55,7 +55,7 @@ def when(seconds: float) -> str:
     return iso_time(seconds)
 
 
-_JTI = re.compile(r"[A-Za-z0-9_.:~-]{16,256}")
+_JTI = re.compile(r"[A-Za-z0-9_:~-]{16,256}")  # no ".": a dotted argument is a token
 
 
 def _jti_of(target: str) -> str:
@@ -74,13 +74,47 @@ def _jti_of(target: str) -> str:
         if not isinstance(jti, str) or not jti or len(jti) > 256 or not jti.isprintable():
             raise click.BadParameter("the token has no usable jti", param_hint="JTI_OR_TOKEN")
         return jti
+    if target.startswith("eyJ"):  # base64url of '{"': a token's header, cut at its first dot
+        raise click.BadParameter(
+            "this looks like the first part of a token (cut at a dot?): pass the whole token",
+            param_hint="JTI_OR_TOKEN",
+        )
     if not _JTI.fullmatch(target):
         raise click.BadParameter(
-            "expected a token or a jti (16 to 256 characters of A-Z a-z 0-9 - _ . : ~), "
+            "expected a token or a jti (16 to 256 characters of A-Z a-z 0-9 - _ : ~), "
             f"found {len(target)} characters that are neither",
             param_hint="JTI_OR_TOKEN",
         )
     return target
+
+
+def _verified_exp(token: str, current: Settings) -> int | None:
+    """The token's ``exp`` if it verifies with the public keys here; else say so and ``None``.
+
+    An unverified ``exp`` is not trusted: the revocation is then kept as long as
+    for a ``jti`` alone.
+    """
+    from agentsudo_tokens.errors import (
+        AgentSudoError,
+        ExpiredTokenError,
+        RevokedTokenError,
+        StateRequiredError,
+    )
+    from agentsudo_tokens.verifier import Verifier
+
+    try:
+        return Verifier.from_settings(current, store=None).verify(token).expires_at
+    except (ExpiredTokenError, RevokedTokenError, StateRequiredError):
+        return None  # genuine, but its exp is past, or not to be read without a store
+    except AgentSudoError as exc:
+        click.echo(
+            terminal_safe(
+                f"agentsudo: note: the token does not verify here ({exc}); revoking its jti as "
+                "written, kept for the maximum TTL"
+            ),
+            err=True,
+        )
+        return None
 
 
 def _check_agent(name: str) -> None:
@@ -137,7 +171,10 @@ def revoke(
                 state, agent, reason=reason, max_ttl=current.max_ttl, leeway=current.leeway
             )
         elif target is not None and "." in target:
-            done = revoke_token(state, target, reason=reason, max_ttl=current.max_ttl)
+            expires_at = _verified_exp(target, current)
+            done = revoke_token(
+                state, target, reason=reason, expires_at=expires_at, max_ttl=current.max_ttl
+            )
         else:
             done = revoke_jti(state, str(jti), reason=reason, max_ttl=current.max_ttl)
         where = state.url
