@@ -54,15 +54,21 @@ __all__ = [
 _set = object.__setattr__  # Agent forbids assignment; its own constructors write through this
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _Active:
-    """One live session: the agent, its compiled scopes and a monotonic deadline."""
+    """One live session: the agent, its compiled scopes and two monotonic times.
+
+    ``expires`` ends the session (its TTL, the token's ``exp``). ``deadline`` is
+    what the guard's fast path compares with: ``expires``, or sooner, when the
+    token's revocation is to be asked about again (``recheck_session``).
+    """
 
     agent: Agent
     exact: frozenset[str]
     scopes: ScopeSet
     deadline: float
     trusted: bool  # signed, or unsigned sessions are allowed in this process
+    expires: float = math.inf
 
 
 _current: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
@@ -177,7 +183,7 @@ class Agent:
     :raises InvalidScopeError: a scope outside the grammar.
     """
 
-    __slots__ = ("name", "scopes", "session_ttl", "_claims", "_token", "_valid_until")
+    __slots__ = ("name", "scopes", "session_ttl", "_claims", "_token", "_valid_until", "_verifier")
 
     name: str
     scopes: ScopeSet
@@ -185,6 +191,7 @@ class Agent:
     _claims: VerifiedClaims | None
     _token: str | None
     _valid_until: float
+    _verifier: Verifier | None
 
     def __init__(
         self,
@@ -204,6 +211,7 @@ class Agent:
         _set(self, "_claims", None)
         _set(self, "_token", None)
         _set(self, "_valid_until", math.inf)  # wall clock: the token's exp plus the leeway
+        _set(self, "_verifier", None)  # the verifier that accepted the token, to ask again
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"an Agent is read-only: cannot set {name!r}")
@@ -240,6 +248,7 @@ class Agent:
         _set(agent, "_claims", claims)
         _set(agent, "_token", token)
         _set(agent, "_valid_until", valid_until)
+        _set(agent, "_verifier", verifier)
         _policy.remember(token, agent)
         return agent
 
@@ -311,7 +320,46 @@ def _deadline(agent: Agent) -> float:
 
 def _activate(agent: Agent) -> _Active:
     trusted = agent.signed or not _policy.require_signed()
-    return _Active(agent, agent.scopes.exact, agent.scopes, _deadline(agent), trusted)
+    expires = _deadline(agent)
+    deadline = expires
+    if _rechecks(agent):
+        deadline = min(expires, time.monotonic() + SESSION_RECHECK)
+    return _Active(agent, agent.scopes.exact, agent.scopes, deadline, trusted, expires)
+
+
+SESSION_RECHECK = 1.0  # seconds between asking the store whether a session's token was revoked
+
+
+def _rechecks(agent: Agent) -> bool:
+    verifier = agent._verifier
+    return verifier is not None and verifier.store is not None and agent._claims is not None
+
+
+def recheck_session(active: _Active, scope: str) -> PermissionDeniedError | None:
+    """Ask again whether the token of a live session was revoked since it started.
+
+    Called by the guard when a session's ``deadline`` (but not its ``expires``)
+    has passed: a session opened by a service for a long request (a WebSocket,
+    a stream) or by code (``with Agent.from_token(t).start_session():``) stops
+    within about a second of ``agentsudo revoke``. ``None``: still good, and the
+    next check is a second away. Else the refusal; the session stays refused.
+    """
+    agent = active.agent
+    verifier, claims = agent._verifier, agent._claims
+    if verifier is None or claims is None:
+        return None
+    try:
+        verifier.check_revocation(claims)
+    except (InvalidTokenError, ConfigError) as exc:  # revoked, or the store is down: fail closed
+        return PermissionDeniedError(
+            f"the token of agent {agent.name!r} was refused after its session began: {exc}",
+            agent=agent.name,
+            scope=scope,
+            expected="a token not revoked",
+            found=type(exc).__name__,
+        )
+    active.deadline = min(active.expires, time.monotonic() + SESSION_RECHECK)
+    return None
 
 
 class Session:
@@ -375,7 +423,7 @@ class Session:
     def expired(self) -> bool:
         """True once this session's deadline has passed."""
         active = self._active
-        return active is not None and time.monotonic() >= active.deadline
+        return active is not None and time.monotonic() >= active.expires
 
 
 def _ambient() -> _Active | None:
@@ -448,7 +496,7 @@ def _active_session() -> _Active | None:
     return None if active is _NOBODY else active
 
 
-_NOBODY = _Active(Agent("nobody", []), frozenset(), ScopeSet([]), -math.inf, False)
+_NOBODY = _Active(Agent("nobody", []), frozenset(), ScopeSet([]), -math.inf, False, -math.inf)
 
 
 @contextlib.contextmanager

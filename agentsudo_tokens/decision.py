@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import audit
-from .agent import _Active, _active_session, _policy
+from .agent import _Active, _active_session, _policy, recheck_session
 from .errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -108,7 +108,12 @@ def evaluate(scope: str, function: str) -> _Denial | None:
             found="unsigned session",
         )
         return _Denial(active, error, False)
-    if time.monotonic() >= active.deadline:
+    now = time.monotonic()
+    if now >= active.deadline and now < active.expires:  # time to ask about revocation again
+        refused = recheck_session(active, scope)
+        if refused is not None:
+            return _Denial(active, refused, False)
+    if now >= active.expires:
         error = PermissionDeniedError(
             f"the session of agent {name!r} has expired (needed {scope!r} for {function})",
             agent=name,

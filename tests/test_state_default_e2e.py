@@ -655,3 +655,93 @@ def test_a_store_collected_while_another_connects_does_not_deadlock(tmp_path: Pa
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+
+
+# -- sessions that outlive a revocation -------------------------------------------------------
+
+
+def test_a_live_session_is_refused_within_seconds_of_a_revocation(here: Path) -> None:
+    """`with Agent.from_token(t).start_session():` in a long loop; `agentsudo revoke` elsewhere."""
+    from agentsudo_tokens import PermissionDeniedError, sudo
+
+    @sudo(scope="read:orders")
+    def read_orders() -> str:
+        return "orders"
+
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=here).stdout.strip()
+    with Agent.from_token(token).start_session() as agent:
+        assert read_orders() == "orders"
+        assert sh("revoke", token, cwd=here).returncode == 0  # another process
+        deadline = time.monotonic() + 10
+        with pytest.raises(PermissionDeniedError, match="refused after its session began"):
+            while time.monotonic() < deadline:
+                read_orders()
+                time.sleep(0.05)
+        with pytest.raises(PermissionDeniedError):
+            read_orders()  # and it stays refused
+        assert agent.name == "S"
+
+
+STREAMING_SERVICE = """
+import asyncio, socket, uvicorn
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from agentsudo_tokens import PermissionDeniedError, sudo
+from agentsudo_tokens.integrations.fastapi import AgentSudoMiddleware
+
+@sudo(scope="read:orders")
+def next_order(n):
+    return f"order {n}"
+
+app = FastAPI()
+app.add_middleware(AgentSudoMiddleware)
+
+@app.get("/stream")
+async def stream():
+    async def lines():
+        for n in range(200):
+            try:
+                yield next_order(n) + "\\n"
+            except PermissionDeniedError:
+                yield "refused\\n"
+                return
+            await asyncio.sleep(0.05)
+    return StreamingResponse(lines(), media_type="text/plain")
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+print(sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+"""
+
+
+def test_a_stream_opened_by_the_middleware_stops_after_a_revocation(workdir: Path) -> None:
+    """The middleware's session lasts as long as the response: revocation must reach it."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    (workdir / "service.py").write_text(STREAMING_SERVICE)
+    service = subprocess.Popen(
+        [sys.executable, "service.py"], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert service.stdout is not None
+        port = service.stdout.readline().strip()
+        assert port.isdigit(), "the service did not start"
+        token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        seen: list[str] = []
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{port}/stream", headers=headers, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                seen.append(line)
+                if len(seen) == 3:
+                    assert sh("revoke", token, cwd=workdir).returncode == 0
+        assert seen[:3] == ["order 0", "order 1", "order 2"]
+        assert seen[-1] == "refused"  # within seconds, not after 200 orders
+        assert len(seen) < 150
+    finally:
+        service.terminate()
+        service.communicate(timeout=30)
