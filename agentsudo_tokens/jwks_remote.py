@@ -88,8 +88,8 @@ def _check_url(url: str) -> SplitResult:
     """
     if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
         raise ConfigError("JWKS URL: expected a plain ASCII URL", expected=_SCHEME_RULE)
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         host, _port = parts.hostname, parts.port
     except ValueError as exc:
         raise ConfigError(f"JWKS URL: bad host or port in {url!r}", found=url) from exc

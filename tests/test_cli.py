@@ -1223,3 +1223,30 @@ def test_shell_completion_prints_a_script_and_completes(tmp_path: Path) -> None:
     }
     completed = agentsudo([], cwd=tmp_path, env=words)
     assert (completed.returncode, completed.stdout) == (0, "plain,keys\n")
+
+
+def test_a_closed_stdout_is_an_error_not_a_lost_token(tmp_path: Path) -> None:
+    """`agentsudo issue ... >&-`: the token would go nowhere; say so and mint nothing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    env["AGENTSUDO_KEYS_DIR"] = str(tmp_path / "keys")
+    assert (
+        subprocess.run([str(AGENTSUDO), "keys", "init"], env=env, capture_output=True).returncode
+        == 0
+    )
+    done = subprocess.run(
+        ["sh", "-c", f"'{AGENTSUDO}' issue --agent S --scopes read:x --once >&-"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == "agentsudo: standard output is closed; nothing was done\n"
+    assert not (tmp_path / "keys" / "agentsudo-state.db").exists()  # no one-time mark either
+
+
+def test_a_malformed_jwks_url_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    env["AGENTSUDO_JWKS"] = "https://[::1"
+    done = subprocess.run(
+        [str(AGENTSUDO), "verify", "a.b.c"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("agentsudo: AGENTSUDO_JWKS: JWKS URL: bad host or port")

@@ -32,7 +32,10 @@ explicitly around its run loop. That is the opt-in for a stdio server started
 by one agent for itself (``with Agent.from_env().start_session():
 server.run("stdio")``); never do it on an HTTP transport, where anyone who can
 connect would act as that agent. A ``@sudo`` function registered with plain
-``server.tool()`` sees that same explicit session, or nothing.
+``server.tool()`` sees that same explicit session, or nothing, once the switch
+is off: which ``guarded_tool`` or ``AgentSudoTokenVerifier`` turn it off. A
+server that uses neither must call ``disable_ambient_agent()`` at start-up
+itself, or its own ``AGENTSUDO_TOKEN`` answers for every caller.
 """
 
 from __future__ import annotations

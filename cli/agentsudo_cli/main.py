@@ -165,6 +165,10 @@ def _end_quietly() -> NoReturn:
 
 def main() -> None:
     """Console entry point."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): a result would be lost unseen
+        if sys.stderr is not None:
+            sys.stderr.write("agentsudo: standard output is closed; nothing was done\n")
+        sys.exit(1)
     try:
         try:
             cli(prog_name="agentsudo", obj=_CONSOLE)
