@@ -128,7 +128,9 @@ def test_the_readme_shell_quick_start_runs_as_written(tmp_path: Path) -> None:
     (tmp_path / "examples").mkdir()
     shutil.copy(EXAMPLES / "support_agent.py", tmp_path / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    activate = tmp_path / ".venv" / "bin" / "activate"  # as the README's install made it
+    activate.parent.mkdir(parents=True)
+    activate.write_text(f'export PATH="{Path(sys.executable).parent}:$PATH"\n')
     done = subprocess.run(
         ["bash", "-c", _readme_block("## Quick start: the shell", "sh")],
         cwd=tmp_path,
