@@ -33,6 +33,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("inspect_cmd", "inspect_token", "Decode a token WITHOUT verifying it."),
     "issue": ("issue_cmd", "issue", "Mint a short-lived token for an agent and print it."),
     "keys": ("keys_cmd", "keys", "Manage the issuer's signing keys."),
+    "policy": ("policy_cmd", "policy", "Check the broker's policy file (agentsudo.toml)."),
     "revoke": ("revoke_cmd", "revoke", "Revoke a token, or every token of an agent."),
     "run": ("run_cmd", "run", "Run a command with a fresh token in its environment."),
     "scopes": ("scopes_cmd", "scopes", "List what each scope unlocks in a module or app."),
