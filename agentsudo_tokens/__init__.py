@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         MalformedTokenError,
         NotYetValidTokenError,
         PermissionDeniedError,
+        RevocationsUnavailableError,
         RevokedTokenError,
         StateRequiredError,
         StoreUnavailableError,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .onetime import issue_once
     from .propagation import ContextThreadPoolExecutor, agent_env, copy_session, current_token
     from .revocation import revoke, revoke_agent, revoke_token
+    from .revocation_list import RevocationListSource
     from .scopemap import GuardEntry, ScopeMap, scope_map
     from .scopes import ScopeSet
     from .store import Store, open_store
@@ -91,6 +93,8 @@ _EXPORTS: dict[str, str] = {
     "NotYetValidTokenError": "errors",
     "PermissionDeniedError": "errors",
     "PublicKey": "keys",
+    "RevocationListSource": "revocation_list",
+    "RevocationsUnavailableError": "errors",
     "RevokedTokenError": "errors",
     "ScopeMap": "scopemap",
     "ScopeSet": "scopes",
@@ -156,6 +160,8 @@ __all__ = [
     "NotYetValidTokenError",
     "PermissionDeniedError",
     "PublicKey",
+    "RevocationListSource",
+    "RevocationsUnavailableError",
     "RevokedTokenError",
     "ScopeMap",
     "ScopeSet",

@@ -332,7 +332,9 @@ SESSION_RECHECK = 1.0  # seconds between asking the store whether a session's to
 
 def _rechecks(agent: Agent) -> bool:
     verifier = agent._verifier
-    return verifier is not None and verifier.store is not None and agent._claims is not None
+    if verifier is None or agent._claims is None:
+        return False
+    return verifier.store is not None or verifier.revocations is not None
 
 
 def recheck_session(active: _Active, scope: str) -> PermissionDeniedError | None:

@@ -45,6 +45,13 @@ JWKS_CACHE_TTL = "AGENTSUDO_JWKS_CACHE_TTL"
 DEFAULT_JWKS_CACHE_TTL = 300
 JWKS_MAX_STALE = "AGENTSUDO_JWKS_MAX_STALE"
 DEFAULT_JWKS_MAX_STALE = 60 * 60
+BROKER = "AGENTSUDO_BROKER"
+REVOCATIONS = "AGENTSUDO_REVOCATIONS"
+REVOCATIONS_PATH = "/v1/revocations"  # on the broker
+REVOCATIONS_REFRESH = "AGENTSUDO_REVOCATIONS_REFRESH"
+DEFAULT_REVOCATIONS_REFRESH = 10
+REVOCATIONS_MAX_STALE = "AGENTSUDO_REVOCATIONS_MAX_STALE"
+DEFAULT_REVOCATIONS_MAX_STALE = 60  # then refuse: the list is what makes revocation work
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -95,6 +102,38 @@ def _name(name: str, raw: str) -> str:
     return value
 
 
+def _broker(raw: str) -> str:
+    """``unix:///absolute/path`` or ``http(s)://host[:port]`` (no path, query or credentials)."""
+    from urllib.parse import urlsplit
+
+    value = raw.strip()
+    rule = "unix:///path/to/broker.sock or http(s)://host:port"
+    bad = ConfigError(f"{BROKER}: expected {rule}, found {value!r}", expected=rule, found=value)
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise bad
+    if value.startswith("unix://"):
+        path = value[len("unix://") :]
+        if not path.startswith("/") or path.rstrip("/") == "" or "?" in path or "#" in path:
+            raise bad
+        return value
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise bad from exc
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not host
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise bad
+    return value.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting, resolved. Build with ``from_env``; override with ``replace``."""
@@ -112,6 +151,10 @@ class Settings:
     leeway: int = DEFAULT_LEEWAY
     jwks_cache_ttl: int = DEFAULT_JWKS_CACHE_TTL
     jwks_max_stale: int = DEFAULT_JWKS_MAX_STALE  # seconds past the cache TTL, then refuse
+    broker: str | None = None  # unix:///path or http(s)://host:port
+    revocations: str | None = None  # the signed revocation list: a URL, unix:///path or a file
+    revocations_refresh: int = DEFAULT_REVOCATIONS_REFRESH  # seconds between fetches
+    revocations_max_stale: int = DEFAULT_REVOCATIONS_MAX_STALE  # since the last good list
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -163,6 +206,16 @@ class Settings:
             values["jwks_max_stale"] = (
                 0 if raw in ("0", "0s") else parse_duration(raw, name=JWKS_MAX_STALE)
             )
+        if broker := env.get(BROKER, "").strip():
+            values["broker"] = _broker(broker)
+        if revocations := env.get(REVOCATIONS, "").strip():
+            values["revocations"] = revocations
+        for variable, field in (
+            (REVOCATIONS_REFRESH, "revocations_refresh"),
+            (REVOCATIONS_MAX_STALE, "revocations_max_stale"),
+        ):
+            if env.get(variable, "").strip():
+                values[field] = parse_duration(env[variable], name=variable)
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
             leeway = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)
@@ -183,6 +236,18 @@ class Settings:
     def jwks_source(self) -> str:
         """Where a verifier finds public keys: ``AGENTSUDO_JWKS`` or the key directory's."""
         return self.jwks if self.jwks else str(self.keys_dir / "jwks.json")
+
+    @property
+    def revocations_source(self) -> str | None:
+        """Where a verifier gets the signed revocation list: ``AGENTSUDO_REVOCATIONS``, else
+        the broker's (its socket, or its URL + ``/v1/revocations``), else ``None``."""
+        if self.revocations:
+            return self.revocations
+        if self.broker is None:
+            return None
+        if self.broker.startswith("unix://"):
+            return self.broker  # the socket; the list is at REVOCATIONS_PATH on it
+        return self.broker.rstrip("/") + REVOCATIONS_PATH
 
 
 def child_environment(

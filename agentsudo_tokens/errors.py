@@ -25,6 +25,7 @@ __all__ = [
     "MalformedTokenError",
     "NotYetValidTokenError",
     "PermissionDeniedError",
+    "RevocationsUnavailableError",
     "RevokedTokenError",
     "StateRequiredError",
     "StoreUnavailableError",
@@ -74,6 +75,14 @@ class KeysUnavailableError(ConfigError):
 
     Verification fails closed with this error (every token is refused, none
     is judged invalid) until a fetch succeeds again; a service answers 503.
+    """
+
+
+class RevocationsUnavailableError(ConfigError):
+    """No usable revocation list: none fetched yet, or the last good one is past ``max_stale``.
+
+    Verification fails closed with this error (every token is refused, none is
+    judged invalid) until a fresh signed list arrives; a service answers 503.
     """
 
 

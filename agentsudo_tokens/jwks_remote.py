@@ -43,6 +43,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
@@ -80,21 +81,21 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _check_url(url: str) -> SplitResult:
+def _check_url(url: str, what: str = "JWKS URL") -> SplitResult:
     """The URL, split, if it is one we fetch from.
 
     :raises ConfigError: another scheme, plain http to a non-loopback host, no host,
         credentials in the URL, or characters that do not belong in a URL.
     """
     if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
-        raise ConfigError("JWKS URL: expected a plain ASCII URL", expected=_SCHEME_RULE)
+        raise ConfigError(f"{what}: expected a plain ASCII URL", expected=_SCHEME_RULE)
     try:
         parts = urlsplit(url)
         host, _port = parts.hostname, parts.port
     except ValueError as exc:
-        raise ConfigError(f"JWKS URL: bad host or port in {url!r}", found=url) from exc
+        raise ConfigError(f"{what}: bad host or port in {url!r}", found=url) from exc
     if parts.username is not None or parts.password is not None:
-        raise ConfigError("JWKS URL: credentials in the URL are not supported")
+        raise ConfigError(f"{what}: credentials in the URL are not supported")
     scheme = parts.scheme.lower()
     if (
         not host
@@ -102,7 +103,7 @@ def _check_url(url: str) -> SplitResult:
         or (scheme == "http" and not is_loopback_host(host))
     ):
         raise ConfigError(
-            f"JWKS URL: expected {_SCHEME_RULE}, found {url!r}", expected=_SCHEME_RULE, found=url
+            f"{what}: expected {_SCHEME_RULE}, found {url!r}", expected=_SCHEME_RULE, found=url
         )
     return parts
 
@@ -123,7 +124,10 @@ class _Deadline:
         self, address: tuple[str, int], timeout: Any = None, *args: Any, **kwargs: Any
     ) -> socket.socket:
         """``socket.create_connection``, the new socket watched."""
-        sock = socket.create_connection(address, timeout, *args, **kwargs)
+        return self.watch(socket.create_connection(address, timeout, *args, **kwargs))
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Watch ``sock``: shut it down when time is up (at once if it already is)."""
         copy = sock.dup()
         with self._lock:
             if not self._expired:
@@ -167,6 +171,26 @@ class _HTTPSConnection(http.client.HTTPSConnection):
         super().__init__(*args, **kwargs)
         if deadline is not None:
             self._create_connection = deadline.connect
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (``unix:///run/agentsudo/broker.sock``), watched by a deadline."""
+
+    def __init__(self, path: str, *, timeout: float, deadline: _Deadline) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = path
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            self._deadline.watch(sock)
+            sock.connect(self._socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
@@ -454,8 +478,50 @@ class JwksUrl:
     def _download(self) -> KeySet:
         """GET the URL once, within ``timeout`` all told, and parse it strictly.
 
-        The request runs in a worker thread; when ``timeout`` passes first, its
-        sockets are shut down (ending any read in progress) and the fetch fails.
+        :raises _FetchFailed: with a one-line reason.
+        """
+        body = _Get(
+            self.url,
+            timeout=self.timeout,
+            accept=_ACCEPT,
+            kind="JSON",
+            accepts=_is_json,
+            max_bytes=MAX_JWKS_BYTES,
+            loopback=self._loopback,
+            ssl_context=self._ssl_context,
+        ).download()
+        try:
+            return KeySet.from_json(body)
+        except ConfigError as exc:
+            raise _FetchFailed(str(exc)) from exc
+
+
+# -- one GET, shared by the JWKS and the revocation list ---------------------------
+
+
+@dataclass(frozen=True)
+class _Get:
+    """One bounded GET: of ``url`` (http, https), or of ``path`` on the Unix socket ``unix``.
+
+    ``download`` runs the request in a worker thread; when ``timeout`` passes
+    first, its sockets are shut down (ending any read in progress) and the
+    fetch fails. Redirects are not followed; the answer must be ``200``, of a
+    media type ``accepts`` takes, at most ``max_bytes``.
+    """
+
+    url: str  # for http(s): what is fetched; for a socket: named in messages only
+    timeout: float
+    accept: str
+    kind: str  # what the media type should be, in words
+    accepts: Callable[[str], bool]
+    max_bytes: int
+    loopback: bool = False
+    ssl_context: ssl.SSLContext | None = None
+    unix: str | None = None  # a Unix socket's path
+    path: str = "/"  # the request's path on the Unix socket
+
+    def download(self) -> bytes:
+        """The body, within ``timeout`` all told.
 
         :raises _FetchFailed: with a one-line reason.
         """
@@ -472,7 +538,7 @@ class JwksUrl:
                 deadline.release()
                 done.set()
 
-        worker = threading.Thread(target=fetch, name="agentsudo-jwks-fetch", daemon=True)
+        worker = threading.Thread(target=fetch, name="agentsudo-fetch", daemon=True)
         worker.start()
         if not done.wait(self.timeout):
             deadline.expire()
@@ -480,19 +546,18 @@ class JwksUrl:
         [result] = outcome
         if isinstance(result, BaseException):
             raise result
-        try:
-            return KeySet.from_json(result)
-        except ConfigError as exc:
-            raise _FetchFailed(str(exc)) from exc
+        return result
 
     def _fetch(self, deadline: _Deadline) -> bytes:
         """The body of one GET (in the worker thread).
 
         :raises _FetchFailed: with a one-line reason.
         """
-        request = urllib.request.Request(self.url, headers={"Accept": _ACCEPT})
-        opener = _opener(self._loopback, self._ssl_context, deadline)
         try:
+            if self.unix is not None:
+                return self._fetch_unix(deadline)
+            request = urllib.request.Request(self.url, headers={"Accept": self.accept})
+            opener = _opener(self.loopback, self.ssl_context, deadline)
             with opener.open(request, timeout=self.timeout) as response:
                 return self._read(response)
         except urllib.error.HTTPError as exc:
@@ -503,24 +568,38 @@ class JwksUrl:
             raise _FetchFailed(f"cannot connect: {exc.reason}") from exc
         except TimeoutError as exc:
             raise _FetchFailed(f"no response within {self.timeout:g}s") from exc
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _FetchFailed(f"cannot connect: {exc.strerror or exc}") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise _FetchFailed(f"{type(exc).__name__}: {exc}") from exc
 
+    def _fetch_unix(self, deadline: _Deadline) -> bytes:
+        assert self.unix is not None
+        connection = _UnixHTTPConnection(self.unix, timeout=self.timeout, deadline=deadline)
+        try:
+            connection.request("GET", self.path, headers={"Accept": self.accept})
+            with connection.getresponse() as response:
+                return self._read(response)
+        finally:
+            connection.close()
+
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         if response.status != 200:
-            raise _FetchFailed(f"HTTP {response.status}, expected 200")
+            moved = " (redirects are not followed)" if 300 <= response.status < 400 else ""
+            raise _FetchFailed(f"HTTP {response.status}, expected 200{moved}")
         media_type = response.headers.get_content_type()
-        if not _is_json(media_type):
-            raise _FetchFailed(f"expected JSON, found Content-Type {media_type}")
+        if not self.accepts(media_type):
+            raise _FetchFailed(f"expected {self.kind}, found Content-Type {media_type}")
+        limit = self.max_bytes
         length = response.headers.get("Content-Length", "")
-        if length.strip().isdigit() and int(length) > MAX_JWKS_BYTES:
-            raise _FetchFailed(f"expected at most {MAX_JWKS_BYTES} bytes, found {int(length)}")
+        if length.strip().isdigit() and int(length) > limit:
+            raise _FetchFailed(f"expected at most {limit} bytes, found {int(length)}")
         chunks: list[bytes] = []
         size = 0
         while chunk := response.read1(64 * 1024):
             size += len(chunk)
-            if size > MAX_JWKS_BYTES:
-                raise _FetchFailed(f"expected at most {MAX_JWKS_BYTES} bytes, found more")
+            if size > limit:
+                raise _FetchFailed(f"expected at most {limit} bytes, found more")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -17,7 +17,9 @@ one-time token's single use), and a store that cannot be reached refuses
 answer about a token be reused for that many seconds (the default verifier:
 one second), unless this process writes to the store meanwhile; a one-time
 token always asks. Without a store, a token that needs one (``once``) is
-refused (``StateRequiredError``).
+refused (``StateRequiredError``). A ``revocations`` check (the broker's signed
+list, ``agentsudo_tokens.revocation_list``) runs on every verification, cached
+or not, after the signature and claims and before the store.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from .claims import UnverifiedClaims, VerifiedClaims, check_claims, check_header
+from .config import BROKER as BROKER_VARIABLE
 from .config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Settings
 from .config import JWKS as JWKS_VARIABLE
+from .config import REVOCATIONS as REVOCATIONS_VARIABLE
 from .errors import (
     AgentSudoError,
     BadSignatureError,
@@ -40,6 +44,7 @@ from .errors import (
     InvalidTokenError,
     KeysUnavailableError,
     MalformedTokenError,
+    RevocationsUnavailableError,
     StateRequiredError,
     StoreUnavailableError,
     UnknownKeyError,
@@ -50,6 +55,7 @@ from .keys import PublicKey
 from .revocation import check_revoked, check_token
 
 if TYPE_CHECKING:
+    from .revocation_list import RevocationSource
     from .store import Store
 
 __all__ = ["Verifier", "decode_unverified"]
@@ -71,6 +77,8 @@ def _header(encoded: str) -> tuple[str, str]:
     if len(_HEADERS) < _HEADER_LIMIT:
         _HEADERS[encoded] = kid_alg
     return kid_alg
+
+
 
 
 class _Entry:
@@ -99,6 +107,9 @@ class Verifier:
         and one-time tokens are refused.
     :param revocation_recheck: seconds for which the store's "not revoked" answer
         about a cached token is reused; 0 asks on every verification.
+    :param revocations: a check run on every verification after the signature and
+        claims, before the store: the broker's signed revocation list
+        (``RevocationListSource``). Needs no store and writes nothing.
     :param clock: seconds since the epoch; for tests.
     """
 
@@ -113,6 +124,7 @@ class Verifier:
         cache_size: int = DEFAULT_CACHE_SIZE,
         store: Store | None = None,
         revocation_recheck: float = 0.0,
+        revocations: RevocationSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
@@ -123,12 +135,15 @@ class Verifier:
         self.cache_size = cache_size
         self.store = store
         self.revocation_recheck = revocation_recheck
+        self.revocations = revocations
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
         stored = f", store={self.store!r}" if self.store is not None else ""
+        if self.revocations is not None:
+            stored += f", revocations={self.revocations!r}"
         return (
             f"Verifier(keys={self.keys!r}, issuer={self.issuer!r}, "
             f"audience={self.audience!r}{stored})"
@@ -140,17 +155,25 @@ class Verifier:
     ) -> Verifier:
         """A verifier for ``AGENTSUDO_JWKS`` (or the key directory), issuer and audience.
 
-        :param store: ``"auto"``: ``AGENTSUDO_STORE`` if set, else the key directory's
-            state file, read whenever it exists (``agentsudo revoke`` and ``issue --once``
-            make it, also after this verifier started). Or a ``Store``, or ``None`` for
-            offline verification only.
-        :raises ConfigError: the public keys cannot be read, or ``AGENTSUDO_STORE`` is bad.
+        With ``AGENTSUDO_REVOCATIONS`` (or ``AGENTSUDO_BROKER``) set, revocations come
+        from that signed list instead of a state file: the service writes nothing.
+
+        :param store: ``"auto"``: ``AGENTSUDO_STORE`` if set, else (without a revocation
+            list) the key directory's state file, read whenever it exists (``agentsudo
+            revoke`` and ``issue --once`` make it, also after this verifier started). Or a
+            ``Store``, or ``None``: no store, and one-time tokens are refused.
+        :raises ConfigError: the public keys cannot be read, or ``AGENTSUDO_STORE``,
+            ``AGENTSUDO_REVOCATIONS`` or ``AGENTSUDO_BROKER`` is bad.
         """
         settings = settings or Settings.from_env()
+        listed = settings.revocations_source
         if isinstance(store, str):  # "auto"
-            from .store import open_settings_store
+            from .store import open_settings_store, open_store
 
-            store = open_settings_store(settings, reader=True)
+            if listed is None:
+                store = open_settings_store(settings, reader=True)
+            else:  # a one-time token still needs a store, given explicitly
+                store = open_store(settings.store, create=False) if settings.store else None
         try:
             keys = load_key_source(
                 settings.jwks_source,
@@ -163,6 +186,24 @@ class Verifier:
             raise type(exc)(  # name the variable the bad value came from
                 f"{JWKS_VARIABLE}: {exc}", expected=exc.expected, found=exc.found
             ) from exc
+        revocations = None
+        if listed is not None:
+            from .revocation_list import RevocationListSource
+
+            variable = REVOCATIONS_VARIABLE if settings.revocations else BROKER_VARIABLE
+            try:
+                revocations = RevocationListSource(
+                    listed,
+                    keys,
+                    issuer=settings.issuer,
+                    leeway=settings.leeway,
+                    refresh=settings.revocations_refresh,
+                    max_stale=settings.revocations_max_stale,
+                )
+            except ConfigError as exc:
+                raise type(exc)(
+                    f"{variable}: {exc}", expected=exc.expected, found=exc.found
+                ) from exc
         return cls(
             keys,
             issuer=settings.issuer,
@@ -171,6 +212,7 @@ class Verifier:
             max_ttl=settings.max_ttl,
             store=store,
             revocation_recheck=DEFAULT_REVOCATION_RECHECK,
+            revocations=revocations,
         )
 
     @classmethod
@@ -202,6 +244,8 @@ class Verifier:
             raise MalformedTokenError(
                 f"token refused: unexpected {type(exc).__name__} while verifying"
             ) from exc
+        if self.revocations is not None:
+            self._check_list(entry.claims)
         if self.store is not None:
             self._check_state(entry)
         elif entry.claims.single_use:
@@ -213,7 +257,10 @@ class Verifier:
         return entry.claims
 
     def needs_store(self, token: str) -> bool:
-        """True when verifying ``token`` now would ask the store (I/O), not the cache alone."""
+        """True when verifying ``token`` now would ask the store or fetch the revocation list
+        (I/O), not the cache alone."""
+        if self.revocations is not None and self.revocations.needs_fetch():
+            return True
         store = self.store
         if store is None:
             return False
@@ -230,9 +277,25 @@ class Verifier:
 
         :raises RevokedTokenError: revoked by ``jti`` or by agent.
         :raises StoreUnavailableError: the store cannot be reached (fail closed).
+        :raises RevocationsUnavailableError: no usable revocation list (fail closed).
         """
+        if self.revocations is not None:
+            self._check_list(claims)
         if self.store is not None:
             self._ask_store(check_revoked, claims)
+
+    def _check_list(self, claims: VerifiedClaims) -> None:
+        revocations = self.revocations
+        assert revocations is not None
+        try:
+            revocations.check(claims)
+        except (InvalidTokenError, ConfigError):
+            raise
+        except Exception as exc:  # a check that misbehaves never lets a token through
+            raise RevocationsUnavailableError(
+                f"revocation list: unexpected {type(exc).__name__} while checking",
+                found=type(exc).__name__,
+            ) from exc
 
     def _ask_store(
         self, check: Callable[[Store, VerifiedClaims], None], claims: VerifiedClaims

@@ -105,6 +105,11 @@ BAD_VALUES = [
     ("AGENTSUDO_AUDIENCE", "bill\ting"),
     ("AGENTSUDO_JWKS_CACHE_TTL", "soon"),
     ("AGENTSUDO_JWKS_MAX_STALE", "soon"),
+    ("AGENTSUDO_BROKER", "broker.sock"),
+    ("AGENTSUDO_BROKER", "unix://relative.sock"),
+    ("AGENTSUDO_BROKER", "https://host/api"),
+    ("AGENTSUDO_REVOCATIONS_REFRESH", "0"),
+    ("AGENTSUDO_REVOCATIONS_MAX_STALE", "soon"),
 ]
 # Free-form values (a token, paths, URLs) are checked where they are used.
 FREE_FORM = {
@@ -113,6 +118,7 @@ FREE_FORM = {
     "AGENTSUDO_JWKS",
     "AGENTSUDO_STORE",
     "AGENTSUDO_AUDIT_LOG",
+    "AGENTSUDO_REVOCATIONS",
 }
 
 

@@ -67,6 +67,7 @@ from ..errors import (
     KeysUnavailableError,
     NotYetValidTokenError,
     PermissionDeniedError,
+    RevocationsUnavailableError,
     RevokedTokenError,
     StoreUnavailableError,
     TokenLifetimeError,
@@ -161,6 +162,7 @@ def _forbidden(scope: str | None) -> _Answer:
 _UNAVAILABLE: tuple[tuple[type[ConfigError], str], ...] = (
     (StoreUnavailableError, "the state store is unavailable"),
     (KeysUnavailableError, "the public keys are unavailable"),
+    (RevocationsUnavailableError, "the revocation list is unavailable"),
     (ConfigError, "the service cannot verify tokens"),  # keys unreadable, a bad setting
 )
 
