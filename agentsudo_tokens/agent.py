@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,13 @@ class _ProcessPolicy:
 
 
 _policy = _ProcessPolicy()
+
+
+def _renew_policy_lock() -> None:  # a thread of the parent may have held it at the fork
+    _policy.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_policy_lock)
 
 
 def require_signed_sessions() -> None:
@@ -347,20 +355,33 @@ def recheck_session(active: _Active, scope: str) -> PermissionDeniedError | None
     next check is a second away. Else the refusal; the session stays refused.
     """
     agent = active.agent
+    why = refused_since(agent)
+    if why is not None:
+        return PermissionDeniedError(
+            f"the token of agent {agent.name!r} was refused after its session began: {why}",
+            agent=agent.name,
+            scope=scope,
+            expected="a token not revoked",
+            found="refused since",
+        )
+    active.deadline = min(active.expires, time.monotonic() + SESSION_RECHECK)
+    return None
+
+
+def refused_since(agent: Agent) -> str | None:
+    """Why the verified token of ``agent`` is refused now (revoked, store down), or ``None``.
+
+    For checks after a wait: a call a human approved must not run if its token
+    was revoked while it waited. An unsigned agent, or a verifier without a
+    store, has nothing to ask: ``None``.
+    """
     verifier, claims = agent._verifier, agent._claims
     if verifier is None or claims is None:
         return None
     try:
         verifier.check_revocation(claims)
     except (InvalidTokenError, ConfigError) as exc:  # revoked, or the store is down: fail closed
-        return PermissionDeniedError(
-            f"the token of agent {agent.name!r} was refused after its session began: {exc}",
-            agent=agent.name,
-            scope=scope,
-            expected="a token not revoked",
-            found=type(exc).__name__,
-        )
-    active.deadline = min(active.expires, time.monotonic() + SESSION_RECHECK)
+        return str(exc)
     return None
 
 

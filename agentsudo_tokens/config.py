@@ -263,7 +263,7 @@ def child_environment(
     env[TOKEN] = token
     source = env.get(JWKS, "").strip() or jwks
     if source:
-        is_url = source.startswith(("http://", "https://"))
+        is_url = source.lower().startswith(("http://", "https://"))
         env[JWKS] = source if is_url else str(Path(source).resolve())
     state = env.get(STORE, "").strip() or store
     if state:

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import audit
-from .agent import _Active, _active_session, _policy, recheck_session
+from .agent import _Active, _active_session, _policy, recheck_session, refused_since
 from .errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -215,13 +215,22 @@ class Policy:
 
     def _settle_elevation(self, denial: _Denial, function: str, verdict: Verdict) -> None:
         if verdict.approved:
+            self._still_valid(denial, function)
             agent = denial.active.agent if denial.active is not None else None
             audit.record("approved", agent, denial.error.scope, function, verdict.why)
             return
         raise self._refuse(denial, function, verdict.why)
 
+    def _still_valid(self, denial: _Denial, function: str) -> None:
+        """An approval came after a wait: the token may have been revoked meanwhile."""
+        if denial.active is not None:
+            why = refused_since(denial.active.agent)
+            if why is not None:
+                raise self._refuse(denial, function, f"approved, but its token is refused: {why}")
+
     def _settle(self, denial: _Denial, function: str, verdict: Any) -> None:
         if verdict is True:
+            self._still_valid(denial, function)
             agent = denial.active.agent if denial.active is not None else None
             audit.record("approved", agent, denial.error.scope, function)
             return

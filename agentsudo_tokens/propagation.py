@@ -75,9 +75,8 @@ def agent_env(*, jwks: str | None = None) -> dict[str, str]:
 
     token = current_token()
     settings = Settings.from_env()
-    source = jwks or settings.jwks_source
-    state = default_store_url(settings.replace(jwks=source))  # where revocations are
-    return child_environment(token, jwks=source, store=state)
+    state = default_store_url(settings)  # where this process reads revocations
+    return child_environment(token, jwks=jwks or settings.jwks_source, store=state)
 
 
 def copy_session(func: Callable[P, R]) -> Callable[P, R]:

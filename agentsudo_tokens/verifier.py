@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
@@ -79,6 +81,15 @@ def _header(encoded: str) -> tuple[str, str]:
     return kid_alg
 
 
+_VERIFIERS: weakref.WeakSet[Verifier] = weakref.WeakSet()
+
+
+def _renew_cache_locks() -> None:  # a thread of the parent may have held one at the fork
+    for verifier in list(_VERIFIERS):
+        verifier._cache_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_cache_locks)
 
 
 class _Entry:
@@ -139,6 +150,7 @@ class Verifier:
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._cache_lock = threading.Lock()
+        _VERIFIERS.add(self)
 
     def __repr__(self) -> str:
         stored = f", store={self.store!r}" if self.store is not None else ""

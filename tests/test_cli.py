@@ -1250,3 +1250,17 @@ def test_a_malformed_jwks_url_is_one_line_naming_the_variable(tmp_path: Path) ->
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("agentsudo: AGENTSUDO_JWKS: JWKS URL: bad host or port")
+
+
+@pytest.mark.parametrize("args", [["verify", "garbage", "--json"], ["keys", "list", "--json"]])
+def test_json_onto_a_full_stdout_is_one_line_not_a_traceback(
+    tmp_path: Path, args: list[str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [str(AGENTSUDO), *args], stdout=full, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path, env=env, timeout=60,
+        )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -443,3 +443,13 @@ def test_cli_revoke_refuses_a_token_cut_at_its_first_dot(
     done = run_cli("revoke", minted.token.split(".")[0], env=env)
     assert done.exit_code == 2 and "first part of a token" in done.stderr
     assert not (key_dir.path / STATE_FILE).exists()
+
+
+def test_cli_revoke_a_jti_that_starts_with_two_dashes(
+    key_dir: KeyDirectory, store: Store, store_url: str
+) -> None:
+    """token_urlsafe starts about one jti in 4,096 with "--": it must still be revocable."""
+    env = {"AGENTSUDO_KEYS_DIR": str(key_dir.path)}
+    done = run_cli("revoke", "--AAAAAAAAAAAAAAAAAAAA", "--store", store_url, env=env)
+    assert done.exit_code == 0, done.stderr
+    assert store.get("revoked:--AAAAAAAAAAAAAAAAAAAA") is not None

@@ -575,12 +575,17 @@ def test_a_state_file_of_another_user_is_refused(tmp_path: Path) -> None:
         SqliteStore(path).get("k")
 
 
-def test_a_service_trusting_an_issuers_jwks_shares_its_state(workdir: Path) -> None:
-    """A service elsewhere (with a keys/ of its own) and AGENTSUDO_JWKS at the issuer's keys."""
+def test_a_service_told_where_the_issuers_state_is_shares_it(workdir: Path) -> None:
+    """A service elsewhere: AGENTSUDO_JWKS and AGENTSUDO_STORE at the issuer's, as documented."""
     service = workdir / "service"
     service.mkdir()
     assert sh("keys", "init", cwd=service).returncode == 0  # its own keys/, unused here
-    env = {**os.environ, "AGENTSUDO_JWKS": str(workdir / "keys" / "jwks.json")}
+    keys = workdir / "keys"
+    env = {
+        **os.environ,
+        "AGENTSUDO_JWKS": str(keys / "jwks.json"),
+        "AGENTSUDO_STORE": f"sqlite:///{keys / STATE_FILE}",
+    }
     token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
     assert sh("verify", token, cwd=service, env=env).returncode == 0
     assert sh("revoke", token, cwd=workdir).returncode == 0  # the issuer revokes, at home
@@ -590,6 +595,16 @@ def test_a_service_trusting_an_issuers_jwks_shares_its_state(workdir: Path) -> N
     assert sh("verify", once.stdout.strip(), cwd=service, env=env).returncode == 0
     again = sh("verify", once.stdout.strip(), cwd=workdir)  # at the issuer: already used
     assert again.returncode == 1 and "already used" in again.stderr
+
+
+def test_the_keys_dir_flag_decides_where_a_revocation_goes(workdir: Path) -> None:
+    """`--keys-dir` beats AGENTSUDO_JWKS: the revocation lands in that key directory."""
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "AGENTSUDO_JWKS": str(elsewhere / "jwks.json")}
+    done = sh("revoke", "--keys-dir", str(workdir / "keys"), "--agent", "Foo", cwd=workdir, env=env)
+    assert done.returncode == 0 and str(workdir / "keys" / STATE_FILE) in done.stdout
+    assert not (elsewhere / STATE_FILE).exists()
 
 
 PARENT = """
@@ -745,3 +760,111 @@ def test_a_stream_opened_by_the_middleware_stops_after_a_revocation(workdir: Pat
     finally:
         service.terminate()
         service.communicate(timeout=30)
+
+
+FORK_WHILE_BUSY = """
+import os, sys, threading, time
+from pathlib import Path
+from agentsudo_tokens import Agent, Issuer, KeyDirectory
+from agentsudo_tokens.store.sqlite import SqliteStore
+
+root = Path(sys.argv[1])
+os.environ["AGENTSUDO_KEYS_DIR"] = str(root / "keys")
+keys = KeyDirectory.init(root / "keys")
+issuer = Issuer(keys.signing_key())
+tokens = [issuer.issue("S", "read:orders").token for _ in range(50)]
+store = SqliteStore(root / "keys" / "agentsudo-state.db")
+store.put("k", "v", expires_at=4e9)
+stop = threading.Event()
+errors = []
+
+def busy():
+    n = 0
+    while not stop.is_set():
+        try:
+            store.get("k")
+            Agent.from_token(tokens[n % len(tokens)])
+        except Exception as exc:  # a valid token refused while another thread forks
+            errors.append(repr(exc))
+        n += 1
+
+threads = [threading.Thread(target=busy) for _ in range(3)]
+for thread in threads:
+    thread.start()
+hung = 0
+for _ in range(60):
+    pid = os.fork()
+    if pid == 0:  # the child: the same objects, with locks the parent's threads may have held
+        ok = store.get("k") == "v" and Agent.from_token(tokens[0]).name == "S"
+        os._exit(0 if ok else 3)
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            break
+        if time.monotonic() > deadline:
+            hung += 1
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.005)
+stop.set()
+for thread in threads:
+    thread.join()
+print("hung", hung, "errors", len(errors), errors[:1])
+"""
+
+
+def test_forking_while_other_threads_use_the_store_neither_hangs_nor_refuses(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORK_WHILE_BUSY, str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hung 0 errors 0 []", done.stdout
+
+
+def _request_id(workdir: Path, agent: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = sh("approvals", cwd=workdir)
+        found = re.search(r"apr_[A-Za-z0-9_-]+", listed.stdout)
+        if found:
+            return found.group(0)
+        assert agent.poll() is None, agent.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the request never appeared in `agentsudo approvals`")
+
+
+@pytest.mark.parametrize("how", ["token", "agent"])
+def test_an_approval_that_comes_after_a_revocation_runs_nothing(workdir: Path, how: str) -> None:
+    """Revoked while waiting for a human: the approval must not release the call."""
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    script = (
+        "from agentsudo_tokens import sudo\n"
+        "from agentsudo_tokens.elevation import ask\n"
+        "@sudo(scope='write:refunds', on_deny=ask(timeout=30, poll_interval=0.05))\n"
+        "def refund():\n"
+        "    return 'REFUND RAN'\n"
+        "try:\n"
+        "    print(refund(), flush=True)\n"
+        "except PermissionError as exc:\n"
+        "    print('refused:', exc, flush=True)\n"
+    )
+    agent = _spawn(script, workdir, {**os.environ, "AGENTSUDO_TOKEN": token})
+    try:
+        request_id = _request_id(workdir, agent)
+        target = [token] if how == "token" else ["--agent", "S"]
+        assert sh("revoke", *target, cwd=workdir).returncode == 0
+        assert sh("approve", request_id, cwd=workdir).returncode == 0
+        out, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert "REFUND RAN" not in out
+    assert out.startswith("refused:") and "approved, but its token is refused" in out, out + err

@@ -64,20 +64,19 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 
 def default_state_file(settings: Settings) -> Path:
-    """Where the state lives when ``AGENTSUDO_STORE`` is not set: beside the trusted public keys.
+    """Where the state lives when ``AGENTSUDO_STORE`` is not set: the key directory's file.
 
-    That is the directory of ``AGENTSUDO_JWKS`` when it names a file (the issuer's
-    key directory, in the usual layout), else the key directory: a service that
-    trusts an issuer's ``jwks.json`` sees the revocations made in that directory.
+    ``--keys-dir``, else ``AGENTSUDO_KEYS_DIR``, else ``./keys``, as DESIGN §10 says. A
+    service that verifies with a ``jwks.json`` from elsewhere sees the issuer's
+    revocations only when told where they are: ``AGENTSUDO_STORE`` (or, with a
+    broker, its signed revocation list). ``agentsudo run`` and ``agent_env()``
+    tell their children.
     """
-    jwks = settings.jwks
-    if jwks and not jwks.lower().startswith(("http://", "https://")):
-        return Path(jwks).parent / STATE_FILE
     return settings.keys_dir / STATE_FILE
 
 
 def default_store_url(settings: Settings) -> str:
-    """``AGENTSUDO_STORE``, else the SQLite file beside the public keys (``default_state_file``)."""
+    """``AGENTSUDO_STORE``, else the key directory's SQLite file (``default_state_file``)."""
     if settings.store:
         return settings.store
     return f"sqlite:///{default_state_file(settings)}"

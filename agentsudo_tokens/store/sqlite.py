@@ -79,7 +79,7 @@ class _Connections:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # also guards each store's attach; renewed in a child
         self.open: dict[tuple[int, int], _Shared] = {}
         self.pending: collections.deque[_Shared] = collections.deque()  # released by the GC
         self.writes = 0  # every write through any store of this process, for cache invalidation
@@ -132,7 +132,7 @@ class _Connections:
         self.lock.release()
 
     def after_fork_in_child(self) -> None:
-        self.lock = threading.Lock()  # the parent's other threads are gone with their locks
+        self.lock = threading.RLock()  # the parent's other threads are gone with their locks
         self.open = {}
         self.pending.clear()
 
@@ -167,7 +167,6 @@ class SqliteStore(Store):
         self.timeout = timeout
         self.create = create
         self._clock = clock
-        self._lock = threading.Lock()
         self._shared: _Shared | None = None
         self._identity_checked = 0.0  # monotonic: when the path was last seen to be our file
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
@@ -302,26 +301,27 @@ class SqliteStore(Store):
 
     @contextmanager
     def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
-        for _ in range(3):  # a connection closed under us (a fork in another thread): reopen
-            with self._lock:
+        give_up = time.monotonic() + self.timeout
+        while True:  # a connection closed under us (a fork in another thread): reopen
+            with _CONNECTIONS.lock:  # not a lock of this store's: a forked child gets it anew
                 shared = self._attach(write=write)
             if shared is None:
                 yield None
                 return
             with shared.lock:
-                if shared.closed:
-                    continue
-                conn = shared.conn
-                try:
-                    yield conn
-                except sqlite3.Error as exc:
-                    if conn.in_transaction:
-                        conn.rollback()
-                    raise self._unavailable(exc) from exc
-                if write:
-                    _CONNECTIONS.writes += 1
-                return
-        raise self._unavailable(RuntimeError("the connection kept closing"))
+                if not shared.closed:
+                    conn = shared.conn
+                    try:
+                        yield conn
+                    except sqlite3.Error as exc:
+                        if conn.in_transaction:
+                            conn.rollback()
+                        raise self._unavailable(exc) from exc
+                    if write:
+                        _CONNECTIONS.writes += 1
+                    return
+            if time.monotonic() > give_up:
+                raise self._unavailable(RuntimeError("the connection kept closing"))
 
     def _after_write(self, shared_conn: sqlite3.Connection, now: float) -> None:
         shared = self._shared
@@ -402,5 +402,5 @@ class SqliteStore(Store):
             )
 
     def close(self) -> None:
-        with self._lock:
+        with _CONNECTIONS.lock:
             self._detach()

@@ -62,9 +62,14 @@ class _Failure(click.ClickException):
 
         if self.as_json:
             payload = {"ok": False, "error": self.kind, "message": self.message}
-            click.echo(json.dumps(payload))
-        else:
-            click.echo(terminal_safe(f"agentsudo: {self.message}"), err=True)
+            try:
+                click.echo(json.dumps(payload))
+                return
+            except BrokenPipeError:
+                raise  # the reader went away: main() ends quietly
+            except OSError:  # stdout cannot take it (full, bad descriptor): say it on stderr
+                pass
+        click.echo(terminal_safe(f"agentsudo: {self.message}"), err=True)
 
 
 class AgentSudoGroup(click.Group):

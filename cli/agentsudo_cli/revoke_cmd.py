@@ -150,8 +150,8 @@ def revoke(
     Verifiers that use the same state store refuse revoked tokens; a verifier
     without a store cannot know, and accepts a token until it expires.
     """
-    if target is not None and target.startswith("--"):
-        raise click.UsageError(f"no such option: {target}")
+    if target is not None and target.startswith("--") and not _JTI.fullmatch(target):
+        raise click.UsageError(f"no such option: {target}")  # a jti may start with "--" too
     if (target is None) == (agent is None):
         raise click.UsageError("give JTI_OR_TOKEN or --agent NAME (one of the two)")
     from agentsudo_tokens.revocation import revoke as revoke_jti
