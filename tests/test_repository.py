@@ -145,5 +145,5 @@ def test_runtime_dependencies_are_the_ones_the_package_imports() -> None:
                     imported.add(node.module.split(".")[0])
     third_party = {name for name in imported - ours if name not in sys.stdlib_module_names}
     assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
-    extras = {"redis", "anyio"}  # imported only when the store URL or the caller has them
+    extras = {"redis", "anyio", "starlette", "uvicorn"}  # a store URL, a caller, or `serve` ([broker])
     assert third_party - extras <= declared, sorted(third_party - extras - declared)

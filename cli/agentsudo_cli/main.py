@@ -37,6 +37,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "revoke": ("revoke_cmd", "revoke", "Revoke a token, or every token of an agent."),
     "run": ("run_cmd", "run", "Run a command with a fresh token in its environment."),
     "scopes": ("scopes_cmd", "scopes", "List what each scope unlocks in a module or app."),
+    "serve": ("serve_cmd", "serve", "Serve the broker: it alone holds the key and the policy."),
     "verify": ("verify_cmd", "verify", "Verify a token, and the scopes it must grant."),
 }
 

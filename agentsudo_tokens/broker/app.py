@@ -1,0 +1,369 @@
+"""The broker's HTTP API: a composed Starlette app, opened in its lifespan.
+
+    app = create_app(BrokerConfig(keys_dir=Path("/var/lib/agentsudo/keys"),
+                                  policy_path=Path("/etc/agentsudo/agentsudo.toml")))
+    # served by broker.server on a Unix socket (and TCP when asked)
+
+Who calls is decided once per request (``caller_of``): on the Unix socket the
+kernel's peer credentials, over TCP a credential token this broker issued
+(audience ``agentsudo-broker``), never a name the caller merely claims. What a
+caller gets is decided by the policy. Bodies are JSON objects of at most
+``max_body`` bytes with only the documented fields; every error is an RFC 9457
+problem, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import pwd
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..errors import AgentSudoError, ConfigError
+from ..issuer import Issuer
+from ..keydir import KeyDirectory
+from ..store import Store, open_store
+from ..store import default_store_url as _default_store_url
+from ..verifier import Verifier
+from .peer import peer_of
+from .policy import Caller, Policy, load_policy
+from .problems import Problem, problem_for, problem_response
+
+__all__ = ["BROKER_AUDIENCE", "BrokerConfig", "create_app"]
+
+BROKER_AUDIENCE = "agentsudo-broker"  # the audience of credentials for the broker itself
+MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0
+_log = logging.getLogger("agentsudo.broker")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """What the broker opens at start-up."""
+
+    keys_dir: Path
+    policy_path: Path
+    store_url: str | None = None  # default: the SQLite file in the key directory
+    settings: Settings = field(default_factory=Settings)
+    max_body: int = MAX_BODY
+    body_timeout: float = BODY_TIMEOUT
+
+
+class _Broker:
+    """What the handlers share: keys, issuer, store, policy (replaced on reload)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.keys = KeyDirectory(config.keys_dir)
+        settings = config.settings.replace(keys_dir=config.keys_dir)
+        self.issuer = Issuer.from_settings(settings)
+        self.policy: Policy = self._load_policy()
+        url = config.store_url or _default_store_url(settings.replace(jwks=None))
+        self.store: Store = open_store(url)
+        self.credentials = Verifier(self.keys.public_keys(), audience=BROKER_AUDIENCE)
+
+    def _load_policy(self) -> Policy:
+        settings = self.config.settings
+        return load_policy(
+            self.config.policy_path, max_ttl=settings.max_ttl, audience=settings.audience
+        )
+
+    def reload(self) -> None:
+        """Read the policy again; a bad one is refused and the old one stays."""
+        try:
+            self.policy = self._load_policy()
+        except ConfigError as exc:
+            _log.error("policy reload refused, the previous policy stays: %s", exc)
+            return
+        _log.warning("policy reloaded from %s", self.config.policy_path)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _groups_of(uid: int, gid: int) -> frozenset[int]:
+    """The primary and supplementary groups of ``uid``, from the system's user database."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return frozenset({gid})
+    try:
+        return frozenset(os.getgrouplist(name, gid))
+    except OSError:
+        return frozenset({gid})
+
+
+def caller_of(request: Request, broker: _Broker) -> Caller:
+    """Who is calling: the socket's peer, or the holder of a broker-issued credential.
+
+    :raises Problem: 401 over TCP without a valid credential.
+    """
+    peer = peer_of(request.scope)
+    if peer is not None:
+        return Caller(uid=peer.uid, gids=_groups_of(peer.uid, peer.gid), credential=None)
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Problem(401, "unauthenticated", "over TCP, present a credential this broker issued")
+    try:
+        claims = broker.credentials.verify(credential.strip())
+    except AgentSudoError as exc:
+        raise Problem(401, "unauthenticated", f"credential refused: {exc}") from None
+    return Caller(uid=None, gids=frozenset(), credential=claims.subject)
+
+
+def _describe(caller: Caller) -> str:
+    if caller.uid is not None:
+        try:
+            return f"uid {caller.uid} ({pwd.getpwuid(caller.uid).pw_name})"
+        except KeyError:
+            return f"uid {caller.uid}"
+    return f"credential {caller.credential!r}"
+
+
+class _TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    agent: str
+    scopes: list[str] | None = None
+    ttl: int | None = None
+    audience: str | list[str] | None = None
+    once: bool = False
+
+
+class _RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    jti: str | None = None
+    token: str | None = None
+    agent: str | None = None
+    reason: str | None = None
+
+
+async def _json_body(request: Request, broker: _Broker) -> Any:
+    """The request's JSON, bounded in size and in time; anything else is a 4xx."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Problem(415, "unsupported-media-type", "send the body as application/json")
+    limit = broker.config.max_body
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Problem(413, "body-too-large", f"a request body is at most {limit} bytes")
+
+    async def read() -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise Problem(413, "body-too-large", f"a request body is at most {limit} bytes")
+        return bytes(body)
+
+    try:
+        raw = await asyncio.wait_for(read(), broker.config.body_timeout)
+    except TimeoutError:
+        raise Problem(408, "request-timeout", "the request body came too slowly") from None
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise Problem(400, "invalid-json", "the body is not valid JSON") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _model(model: type[BaseModel], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise Problem(400, "invalid-request", "the body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise Problem(400, "invalid-request", f"{where}: {first.get('msg', 'invalid')}") from None
+
+
+Handler = Callable[[Request, _Broker], Awaitable[Response]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A handler with the broker at hand and every error answered as a problem."""
+
+    async def endpoint(request: Request) -> Response:
+        broker: _Broker = request.app.state.broker
+        try:
+            return await handler(request, broker)
+        except Exception as exc:  # every error is a problem; a surprise says nothing more
+            problem = problem_for(exc)
+            if problem.status >= 500 and not isinstance(exc, AgentSudoError | Problem):
+                _log.exception("%s %s failed", request.method, request.url.path)
+            return problem_response(problem)
+
+    return endpoint
+
+
+async def _healthz(request: Request, broker: _Broker) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _jwks(request: Request, broker: _Broker) -> Response:
+    return JSONResponse(broker.keys.public_keys().to_dict())
+
+
+async def _issue(request: Request, broker: _Broker) -> Response:
+    caller = caller_of(request, broker)
+    asked = _model(_TokenRequest, await _json_body(request, broker))
+    try:
+        grant = broker.policy.grant(
+            caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
+        )
+    except AgentSudoError as exc:
+        _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), exc)
+        raise
+    audience = grant.audience if isinstance(grant.audience, str) else list(grant.audience)
+    minted = await asyncio.to_thread(
+        broker.issuer.issue,
+        grant.agent,
+        list(grant.scopes),
+        ttl=grant.ttl,
+        audience=audience,
+        once=asked.once,
+    )
+    if asked.once:
+        from ..onetime import mark_one_time
+
+        await asyncio.to_thread(mark_one_time, broker.store, minted.claims)
+    _log.info("issued %s to %s: jti %s", grant.agent, _describe(caller), minted.claims["jti"])
+    body = {
+        "token": minted.token,
+        "jti": minted.claims["jti"],
+        "agent": grant.agent,
+        "scopes": list(grant.scopes),
+        "expires_at": minted.claims["exp"],
+    }
+    return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
+
+
+def _admin(request: Request, broker: _Broker) -> Caller:
+    caller = caller_of(request, broker)
+    if not broker.policy.is_admin(caller):
+        raise Problem(403, "forbidden", f"{_describe(caller)} is not an admin of this broker")
+    return caller
+
+
+async def _revocation_list(request: Request, broker: _Broker) -> Response:
+    """The signed revocation list: public, like the JWKS (it names only jtis and agents)."""
+    from ..revocation_list import build_revocation_list
+
+    settings = broker.config.settings
+    signed = await asyncio.to_thread(
+        build_revocation_list,
+        broker.store,
+        broker.issuer.key,
+        issuer=settings.issuer,
+        max_ttl=settings.max_ttl,
+    )
+    return Response(
+        signed,
+        media_type="application/revocation-list+jwt",
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def _revoke(request: Request, broker: _Broker) -> Response:
+    from ..revocation import revoke, revoke_agent, revoke_token
+
+    caller = _admin(request, broker)
+    asked = _model(_RevokeRequest, await _json_body(request, broker))
+    given = [name for name in ("jti", "token", "agent") if getattr(asked, name) is not None]
+    if len(given) != 1:
+        raise Problem(400, "invalid-request", "give exactly one of jti, token, agent")
+    settings = broker.config.settings
+    if asked.agent is not None:
+        done = revoke_agent(
+            broker.store,
+            asked.agent,
+            reason=asked.reason,
+            max_ttl=settings.max_ttl,
+            leeway=settings.leeway,
+        )
+    elif asked.token is not None:
+        done = revoke_token(
+            broker.store, asked.token, reason=asked.reason, max_ttl=settings.max_ttl
+        )
+    else:
+        done = revoke(broker.store, str(asked.jti), reason=asked.reason, max_ttl=settings.max_ttl)
+    _log.warning("%s revoked %s %r", _describe(caller), done.kind, done.target)
+    body = {"revoked": done.kind, "target": done.target, "kept_until": done.kept_until}
+    return JSONResponse(body, status_code=201)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    broker: _Broker = app.state.broker
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, broker.reload)  # only in the main thread
+    try:
+        yield
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        broker.close()
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return problem_response(Problem(404, "not-found", f"no such endpoint: {request.url.path}"))
+
+
+async def _wrong_method(request: Request, exc: Exception) -> Response:
+    return problem_response(Problem(405, "method-not-allowed", f"{request.method} is not allowed"))
+
+
+def create_app(config: BrokerConfig) -> Starlette:
+    """The broker's ASGI app. Opens the keys, the store and the policy now.
+
+    :raises ConfigError: the key directory, the store URL or the policy is unusable
+        (a broker with a bad policy does not start).
+    """
+    broker = _Broker(config)
+    routes = [
+        Route("/healthz", _endpoint(_healthz), methods=["GET"]),
+        Route("/.well-known/jwks.json", _endpoint(_jwks), methods=["GET"]),
+        Route("/v1/tokens", _endpoint(_issue), methods=["POST"]),
+        Route("/v1/revocations", _endpoint(_revocation_list), methods=["GET"]),
+        Route("/v1/revocations", _endpoint(_revoke), methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=_lifespan,
+        exception_handlers={404: _not_found, 405: _wrong_method},
+    )
+    app.state.broker = broker
+    return app
+
+
+def group_id(name: str) -> int:
+    """A group's id by name (for ``--socket-group``).
+
+    :raises ConfigError: no such group.
+    """
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"--socket-group: no group named {name!r}") from None

@@ -1,0 +1,211 @@
+"""Talk to the broker: for launchers, the CLI, and programs that start agents.
+
+    client = BrokerClient("unix:///run/agentsudo/broker.sock")
+    token = client.issue("SupportBot", scopes=["read:orders"], ttl=600)["token"]
+    client.revoke(agent="SupportBot")                     # admins only
+
+JSON over HTTP, on a Unix socket (``unix:///path``: the broker knows the
+caller by its uid) or TCP (``http(s)://host:port``, with ``credential=``, a
+token the broker issued). Uses the standard library only, so a command that
+asks the broker starts fast. A problem answer becomes the matching error of
+``agentsudo_tokens.errors`` with the broker's one-line detail.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import (
+    AgentSudoError,
+    ConfigError,
+    InvalidTokenError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+    UnknownApprovalError,
+)
+
+__all__ = ["BrokerClient", "BrokerUnavailableError"]
+
+MAX_ANSWER = 1024 * 1024
+
+
+class BrokerUnavailableError(ConfigError):
+    """The broker cannot be reached, or answered something that is not the broker's API."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: the host name is only for the Host header."""
+
+    def __init__(self, path: str, *, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+_ERRORS: dict[int, type[AgentSudoError]] = {
+    400: ConfigError,
+    401: InvalidTokenError,
+    403: PermissionDeniedError,
+    404: UnknownApprovalError,
+    503: StoreUnavailableError,
+}
+
+
+def check_address(address: str) -> str:
+    """``address`` when it is ``unix:///path`` or ``http(s)://host:port``.
+
+    :raises ConfigError: anything else (plain http only for a loopback host).
+    """
+    from ..jwks_remote import is_loopback_host
+
+    text = address.strip()
+    if text.startswith("unix://"):
+        if not text[len("unix://") :].startswith("/"):
+            raise ConfigError(
+                f"AGENTSUDO_BROKER: expected unix:///absolute/path, found {address!r}"
+            )
+        return text
+    parts = urlsplit(text)
+    if parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname)
+    ):
+        if parts.hostname and not parts.path.strip("/") and not parts.query:
+            return text.rstrip("/")
+    raise ConfigError(
+        "AGENTSUDO_BROKER: expected unix:///path, https://host:port, or http:// for a "
+        f"loopback host, found {address!r}"
+    )
+
+
+class BrokerClient:
+    """A client of one broker.
+
+    :param address: ``unix:///path`` or ``http(s)://host:port``.
+    :param credential: over TCP, a token the broker issued (audience ``agentsudo-broker``).
+    :param timeout: seconds for connecting and for each read.
+    :raises ConfigError: not a broker address.
+    """
+
+    def __init__(
+        self, address: str, *, credential: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.address = check_address(address)
+        self.credential = credential
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"BrokerClient({self.address!r})"
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.address.startswith("unix://"):
+            return _UnixConnection(self.address[len("unix://") :], timeout=self.timeout)
+        parts = urlsplit(self.address)
+        host, port = parts.hostname or "", parts.port
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One call: the answer's JSON, or the error its problem names.
+
+        :raises BrokerUnavailableError: no broker there, or an answer that is not its API.
+        :raises AgentSudoError: the broker refused (the subclass by the HTTP status).
+        """
+        headers = {"accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        if self.credential is not None:
+            headers["authorization"] = f"Bearer {self.credential}"
+        connection = self._connection()
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            answer = connection.getresponse()
+            raw = answer.read(MAX_ANSWER + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise BrokerUnavailableError(
+                f"the broker at {self.address} cannot be reached: {detail}"
+            ) from exc
+        finally:
+            connection.close()
+        try:
+            parsed = json.loads(raw) if len(raw) <= MAX_ANSWER else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise BrokerUnavailableError(
+                f"the broker at {self.address} answered {answer.status} without its JSON"
+            )
+        if answer.status >= 400:
+            detail = str(parsed.get("detail") or f"HTTP {answer.status}")
+            raise _ERRORS.get(answer.status, AgentSudoError)(f"broker: {detail}")
+        return parsed
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok"}`` from a live broker."""
+        return dict(self.request("GET", "/healthz"))
+
+    def jwks(self) -> dict[str, Any]:
+        """The broker's public keys, a JWK Set."""
+        return dict(self.request("GET", "/.well-known/jwks.json"))
+
+    def issue(
+        self,
+        agent: str,
+        *,
+        scopes: list[str] | None = None,
+        ttl: int | None = None,
+        audience: str | list[str] | None = None,
+        once: bool = False,
+    ) -> dict[str, Any]:
+        """A token for ``agent``, as the policy allows this caller.
+
+        :returns: ``{"token", "jti", "agent", "scopes", "expires_at"}``.
+        :raises PermissionDeniedError: the policy refuses (the broker's one-line reason).
+        """
+        body: dict[str, Any] = {"agent": agent}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if ttl is not None:
+            body["ttl"] = ttl
+        if audience is not None:
+            body["audience"] = audience
+        if once:
+            body["once"] = True
+        return dict(self.request("POST", "/v1/tokens", body))
+
+    def revoke(
+        self,
+        *,
+        jti: str | None = None,
+        token: str | None = None,
+        agent: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Revoke by ``jti``, whole ``token`` or ``agent`` (admins only).
+
+        :returns: ``{"revoked", "target", "kept_until"}``.
+        """
+        body: dict[str, Any] = {
+            key: value
+            for key, value in (("jti", jti), ("token", token), ("agent", agent), ("reason", reason))
+            if value is not None
+        }
+        return dict(self.request("POST", "/v1/revocations", body))

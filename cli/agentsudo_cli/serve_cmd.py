@@ -1,0 +1,73 @@
+"""``agentsudo serve``: the broker, which alone holds the key, the policy and the state.
+
+    $ agentsudo serve --policy agentsudo.toml --keys-dir /var/lib/agentsudo/keys \\
+          --socket /run/agentsudo/broker.sock
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import keys_dir_option, settings
+from .revoke_cmd import store_option
+
+
+@click.command()
+@click.option(
+    "--policy",
+    "policy",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The policy file (agentsudo.toml): who may obtain which agent's tokens.",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Listen on this Unix socket (callers known by their uid).",
+)
+@click.option(
+    "--listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also listen on TCP (callers present a credential the broker issued).",
+)
+@click.option("--socket-group", default=None, help="Make the socket 0660 and owned by this group.")
+@keys_dir_option
+@store_option
+def serve(
+    policy: Path,
+    socket_path: Path | None,
+    listen: str | None,
+    socket_group: str | None,
+    keys_dir: Path | None,
+    store: str | None,
+) -> None:
+    """Serve the broker until SIGTERM; SIGHUP reloads the policy.
+
+    \b
+    agentsudo serve --policy agentsudo.toml --keys-dir /var/lib/agentsudo/keys \\
+        --socket /run/agentsudo/broker.sock
+    export AGENTSUDO_BROKER=unix:///run/agentsudo/broker.sock   # for agents and launchers
+    """
+    try:
+        from agentsudo_tokens.broker.app import BrokerConfig, group_id
+        from agentsudo_tokens.broker.server import serve as run_server
+    except ImportError as exc:
+        raise click.ClickException(
+            f"agentsudo serve needs the {exc.name} package: pip install '.[broker]' in a checkout"
+        ) from None
+    current = settings(keys_dir=keys_dir, store=store)
+    config = BrokerConfig(
+        keys_dir=current.keys_dir, policy_path=policy, store_url=current.store, settings=current
+    )
+    group = group_id(socket_group) if socket_group is not None else None
+
+    def ready(addresses: list[str]) -> None:
+        for address in addresses:
+            click.echo(f"agentsudo: broker listening on {address}", err=True)
+
+    run_server(config, socket_path=socket_path, listen=listen, socket_group=group, on_ready=ready)
