@@ -40,6 +40,7 @@ from ..keydir import KeyDirectory
 from ..store import Store, open_store
 from ..store import default_store_url as _default_store_url
 from ..verifier import Verifier
+from .devmode import DevPolicy
 from .peer import peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
@@ -57,7 +58,7 @@ class BrokerConfig:
     """What the broker opens at start-up."""
 
     keys_dir: Path
-    policy_path: Path
+    policy_path: Path | None  # None: dev mode (DevPolicy), this user and any agent
     store_url: str | None = None  # default: the SQLite file in the key directory
     settings: Settings = field(default_factory=Settings)
     max_body: int = MAX_BODY
@@ -72,13 +73,15 @@ class _Broker:
         self.keys = KeyDirectory(config.keys_dir)
         settings = config.settings.replace(keys_dir=config.keys_dir)
         self.issuer = Issuer.from_settings(settings)
-        self.policy: Policy = self._load_policy()
+        self.policy: Policy | DevPolicy = self._load_policy()
         url = config.store_url or _default_store_url(settings.replace(jwks=None))
         self.store: Store = open_store(url)
         self.credentials = Verifier(self.keys.public_keys(), audience=BROKER_AUDIENCE)
 
-    def _load_policy(self) -> Policy:
+    def _load_policy(self) -> Policy | DevPolicy:
         settings = self.config.settings
+        if self.config.policy_path is None:
+            return DevPolicy(os.geteuid(), settings.max_ttl, settings.ttl, settings.audience)
         return load_policy(
             self.config.policy_path, max_ttl=settings.max_ttl, audience=settings.audience
         )

@@ -18,9 +18,15 @@ from .revoke_cmd import store_option
 @click.option(
     "--policy",
     "policy",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The policy file (agentsudo.toml): who may obtain which agent's tokens.",
+)
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="No policy file: this user may obtain any agent's tokens, as dev mode allows "
+    "(socket: <keys-dir>/broker.sock unless --socket).",
 )
 @click.option(
     "--socket",
@@ -39,7 +45,8 @@ from .revoke_cmd import store_option
 @keys_dir_option
 @store_option
 def serve(
-    policy: Path,
+    policy: Path | None,
+    dev: bool,
     socket_path: Path | None,
     listen: str | None,
     socket_group: str | None,
@@ -52,6 +59,7 @@ def serve(
     agentsudo serve --policy agentsudo.toml --keys-dir /var/lib/agentsudo/keys \\
         --socket /run/agentsudo/broker.sock
     export AGENTSUDO_BROKER=unix:///run/agentsudo/broker.sock   # for agents and launchers
+    agentsudo serve --dev        # a laptop: no policy file, this user gets what dev mode gives
     """
     try:
         from agentsudo_tokens.broker.app import BrokerConfig, group_id
@@ -60,7 +68,11 @@ def serve(
         raise click.ClickException(
             f"agentsudo serve needs the {exc.name} package: pip install '.[broker]' in a checkout"
         ) from None
+    if (policy is None) == (not dev):
+        raise click.UsageError("give --policy FILE, or --dev for a laptop (one of the two)")
     current = settings(keys_dir=keys_dir, store=store)
+    if dev and socket_path is None and listen is None:
+        socket_path = current.keys_dir / "broker.sock"  # reachable by whoever reads the keys
     config = BrokerConfig(
         keys_dir=current.keys_dir, policy_path=policy, store_url=current.store, settings=current
     )
@@ -69,5 +81,7 @@ def serve(
     def ready(addresses: list[str]) -> None:
         for address in addresses:
             click.echo(f"agentsudo: broker listening on {address}", err=True)
+        if dev:
+            click.echo(f"agentsudo: dev mode: export AGENTSUDO_BROKER={addresses[0]}", err=True)
 
     run_server(config, socket_path=socket_path, listen=listen, socket_group=group, on_ready=ready)
