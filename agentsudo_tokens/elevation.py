@@ -52,6 +52,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .broker.elevation import ElevationWaiting
     from .decision import ApprovalContext
     from .store import Store
 
@@ -224,11 +225,33 @@ class Ask:
             return open_store(default_store_url(Settings.from_env())), True
         return open_store(self.store), True
 
+    def _through_broker(
+        self, agent: Agent, scope: str, context: ApprovalContext
+    ) -> ElevationWaiting | None:
+        """With ``AGENTSUDO_BROKER`` set (and no store given), the request goes to the broker."""
+        if self.store is not None:
+            return None
+        from .config import Settings
+
+        settings = Settings.from_env()
+        if settings.broker is None:
+            return None
+        from .broker.client import BrokerClient
+        from .broker.elevation import ElevationWaiting
+
+        client = BrokerClient(settings.broker)
+        return ElevationWaiting(
+            client, agent, scope, context, timeout=self.timeout, issuer=settings.issuer
+        )
+
     def wait(self, agent: Agent, scope: str, context: ApprovalContext) -> Verdict:
         """Ask, then block this thread until the answer or the timeout.
 
         :raises StoreUnavailableError: the store cannot be reached (the caller refuses).
         """
+        through = self._through_broker(agent, scope, context)
+        if through is not None:
+            return _drive(through, self.timeout, self.poll_interval)
         store, opened = self._open()
         try:
             waiting = _Waiting(self, store, agent, scope, context)
@@ -255,6 +278,9 @@ class Ask:
 
         :raises StoreUnavailableError: the store cannot be reached (the caller refuses).
         """
+        through = await asyncio.to_thread(self._through_broker, agent, scope, context)
+        if through is not None:
+            return await _drive_async(through, self.timeout, self.poll_interval)
         store, opened = self._open()
         try:
             waiting = _Waiting(self, store, agent, scope, context)
@@ -275,6 +301,42 @@ class Ask:
         finally:
             if opened:
                 store.close()
+
+
+def _drive(waiting: ElevationWaiting, timeout: float, poll_interval: float) -> Verdict:
+    """File the request with the broker and block this thread until the answer or the timeout."""
+    if waiting.refusal is not None:
+        return waiting.refusal
+    waiting.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while (verdict := waiting.poll()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return waiting.expire()
+            time.sleep(min(poll_interval, remaining))
+        return verdict
+    except BaseException:
+        waiting.cancel()
+        raise
+
+
+async def _drive_async(waiting: ElevationWaiting, timeout: float, poll_interval: float) -> Verdict:
+    """As ``_drive``, the broker's answers awaited in a worker thread."""
+    if waiting.refusal is not None:
+        return waiting.refusal
+    await asyncio.to_thread(waiting.start)
+    deadline = time.monotonic() + timeout
+    try:
+        while (verdict := await asyncio.to_thread(waiting.poll)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return await asyncio.to_thread(waiting.expire)
+            await asyncio.sleep(min(poll_interval, remaining))
+        return verdict
+    except BaseException:
+        waiting.cancel()
+        raise
 
 
 def ask(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import grp
 import json
 import logging
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -316,6 +317,89 @@ async def _revoke(request: Request, broker: _Broker) -> Response:
     return JSONResponse(body, status_code=201)
 
 
+class _ElevationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    token: str = Field(max_length=8192)
+    scope: str = Field(min_length=1, max_length=256)
+    function: str = Field(min_length=1, max_length=512)
+    arguments: str  # the call's canonical arguments (approvals.canonical_arguments)
+    reason: str | None = Field(default=None, max_length=1000)
+    timeout: int | None = None  # seconds to wait for a human
+
+
+def _elevation_claims(broker: _Broker, token: str) -> Any:
+    from .elevation import authenticate
+
+    settings = broker.config.settings
+    return authenticate(token, broker.keys.public_keys(), broker.store, settings)
+
+
+async def _file_elevation(request: Request, broker: _Broker) -> Response:
+    """File one call's request for a human; the asking token is its own authentication."""
+    from ..scopes import ScopeSet
+    from .elevation import TooManyPendingError, file_elevation
+
+    asked = _model(_ElevationRequest, await _json_body(request, broker))
+    for name in ("function", "reason"):
+        text = getattr(asked, name)
+        if text is not None and not text.isprintable():
+            raise Problem(400, "invalid-request", f"{name}: expected printable text")
+    ScopeSet.parse([asked.scope])
+    claims = await asyncio.to_thread(_elevation_claims, broker, asked.token)
+    policy = broker.policy
+    may_ask = isinstance(policy, DevPolicy) or policy.needs_human(claims.subject, asked.scope)
+    try:
+        filed = await asyncio.to_thread(
+            functools.partial(
+                file_elevation,
+                broker.store,
+                claims,
+                scope=asked.scope,
+                function=asked.function,
+                arguments=asked.arguments,
+                reason=asked.reason,
+                timeout=asked.timeout,
+                may_ask=may_ask,
+            )
+        )
+    except TooManyPendingError as exc:
+        raise Problem(429, "too-many-requests", str(exc)) from None
+    except AgentSudoError as exc:
+        _log.warning("refused an elevation request of %r: %s", claims.subject, exc)
+        raise
+    _log.warning("agent %r asks for %r: request %s", claims.subject, asked.scope, filed.id)
+    body = {"id": filed.id, "expires_at": filed.expires_at}
+    return JSONResponse(body, status_code=202, headers={"cache-control": "no-store"})
+
+
+async def _elevation(request: Request, broker: _Broker) -> Response:
+    """Where a request stands, for the token that filed it; an approval's token, once."""
+    from ..errors import UnknownApprovalError
+    from .elevation import elevation_status
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "unauthenticated", "present the asking token as a Bearer token")
+    request_id = str(request.path_params["request_id"])
+    if not request_id.startswith("apr_") or len(request_id) > 90:
+        raise UnknownApprovalError(f"no elevation request {request_id!r}")
+    claims = await asyncio.to_thread(_elevation_claims, broker, token.strip())
+    answer = await asyncio.to_thread(
+        functools.partial(
+            elevation_status,
+            broker.store,
+            claims,
+            request_id,
+            key=broker.issuer.key,
+            issuer=broker.config.settings.issuer,
+        )
+    )
+    if answer["status"] == "approved":
+        _log.warning("elevation token for request %s handed to %r", request_id, claims.subject)
+    return JSONResponse(answer, headers={"cache-control": "no-store"})
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     broker: _Broker = app.state.broker
@@ -351,6 +435,8 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/v1/tokens", _endpoint(_issue), methods=["POST"]),
         Route("/v1/revocations", _endpoint(_revocation_list), methods=["GET"]),
         Route("/v1/revocations", _endpoint(_revoke), methods=["POST"]),
+        Route("/v1/elevations", _endpoint(_file_elevation), methods=["POST"]),
+        Route("/v1/elevations/{request_id}", _endpoint(_elevation), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
