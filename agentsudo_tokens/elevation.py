@@ -22,6 +22,13 @@ token ``jti``, scope, function and the SHA-256 of the arguments' canonical
 JSON, recomputed when the answer arrives, so it cannot serve another request
 (even an identical one), another agent, or arguments changed while waiting.
 Request ids carry 128 random bits.
+
+With ``AGENTSUDO_BROKER`` set (and no ``store`` given) the request goes to the
+broker instead, with the session's token: the broker files it, an admin
+answers, and an approval comes back as a signed one-shot elevation token that
+is checked against the broker's keys and this very call, and used once (see
+``broker.elevation``). The agent writes nothing; a notification is still sent
+from here.
 """
 
 from __future__ import annotations
@@ -241,7 +248,13 @@ class Ask:
 
         client = BrokerClient(settings.broker)
         return ElevationWaiting(
-            client, agent, scope, context, timeout=self.timeout, issuer=settings.issuer
+            client,
+            agent,
+            scope,
+            context,
+            timeout=self.timeout,
+            issuer=settings.issuer,
+            notify=self.notify,
         )
 
     def wait(self, agent: Agent, scope: str, context: ApprovalContext) -> Verdict:

@@ -86,7 +86,16 @@ from agentsudo_tokens.errors import PermissionDeniedError
 
 runs = []
 
-@sudo(scope="delete:customer", on_deny=ask(timeout=float(sys.argv[2]), poll_interval=0.05))
+def notify(request):
+    if len(sys.argv) > 3:  # what a webhook would be told: the request, whole
+        with open(sys.argv[3] + ".part", "w") as out:
+            json.dump(request.to_dict(), out)
+        os.replace(sys.argv[3] + ".part", sys.argv[3])
+
+@sudo(
+    scope="delete:customer",
+    on_deny=ask(timeout=float(sys.argv[2]), poll_interval=0.05, notify=notify),
+)
 def delete_customer(customer_id, hard=False):
     runs.append(customer_id)
     return f"deleted {customer_id}"
@@ -138,12 +147,14 @@ class Broker:
     def token(self, agent: str = "SupportBot") -> str:
         return str(self.client.issue(agent, scopes=["read:orders"])["token"])
 
-    def agent(self, token: str, customer: str = "c-42", timeout: float = WAIT) -> Any:
+    def agent(
+        self, token: str, customer: str = "c-42", timeout: float = WAIT, notified: str = ""
+    ) -> Any:
         env = {**os.environ, "AGENTSUDO_BROKER": self.address, "AGENTSUDO_TOKEN": token}
         for name in ("AGENTSUDO_JWKS", "AGENTSUDO_STORE", "AGENTSUDO_KEYS_DIR"):
             env.pop(name, None)
         return subprocess.Popen(
-            [sys.executable, "-c", AGENT, customer, str(timeout)],
+            [sys.executable, "-c", AGENT, customer, str(timeout), *[notified][: bool(notified)]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.root,
         )  # fmt: skip
 
@@ -209,6 +220,25 @@ def test_an_approval_through_the_broker_runs_the_waiting_call_once(broker: Broke
         stop(agent)
     assert done == {"result": "deleted c-42", "runs": ["c-42"]}
     assert not broker.admin.request("GET", "/v1/approvals")["approvals"]  # settled
+
+
+def test_the_notification_names_the_request_the_admin_sees(broker: Broker, tmp_path: Path) -> None:
+    notified = tmp_path / "notified.json"
+    agent = broker.agent(broker.token(), customer="c-9", notified=str(notified))
+    try:
+        shown = broker.waiting()
+        deadline = time.monotonic() + WAIT
+        while not notified.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        told = json.loads(notified.read_text())
+        assert told["id"] == shown["id"]
+        assert told["arguments"] == shown["arguments"] == {"customer_id": "c-9", "hard": False}
+        assert told["binding"] == shown["binding"]
+        broker.answer(told["id"], "approve")
+        done = finished(agent)
+    finally:
+        stop(agent)
+    assert done == {"result": "deleted c-9", "runs": ["c-9"]}
 
 
 def test_a_denial_refuses_the_call(broker: Broker) -> None:
@@ -520,3 +550,42 @@ def test_hostile_elevation_tokens_are_refused() -> None:
     with pytest.raises(PermissionDeniedError, match="bad signature"):
         verify_elevation(f"{head}.{other_body}.{signature}", keys, **EXPECTED)
     assert canonical_json([1]) == "[1]"
+
+
+def test_in_dev_mode_any_scope_may_be_asked_and_this_user_answers(tmp_path: Path) -> None:
+    """``agentsudo serve --dev``: the same code asks; the laptop's user is the admin."""
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    sock = tmp_path / "dev.sock"
+    log = (tmp_path / "broker.log").open("w")
+    process = subprocess.Popen(
+        [AGENTSUDO, "serve", "--dev", "--keys-dir", str(tmp_path / "keys"), "--socket", str(sock)],
+        stderr=log, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        client = BrokerClient(f"unix://{sock}")
+        deadline = time.monotonic() + WAIT
+        while "listening on" not in (tmp_path / "broker.log").read_text():
+            assert process.poll() is None and time.monotonic() < deadline, "no dev broker"
+            time.sleep(0.05)
+        token = str(client.issue("LaptopBot", scopes=["read:orders"])["token"])
+        env = {**os.environ, "AGENTSUDO_BROKER": client.address, "AGENTSUDO_TOKEN": token}
+        for name in ("AGENTSUDO_JWKS", "AGENTSUDO_STORE", "AGENTSUDO_KEYS_DIR"):
+            env.pop(name, None)
+        agent = subprocess.Popen(
+            [sys.executable, "-c", AGENT, "c-5", str(WAIT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            while not (found := client.request("GET", "/v1/approvals")["approvals"]):
+                assert agent.poll() is None and time.monotonic() < deadline, "no request came"
+                time.sleep(0.05)
+            assert found[0]["agent"] == "LaptopBot" and found[0]["scope"] == "delete:customer"
+            client.request("POST", f"/v1/approvals/{found[0]['id']}/approve", {})
+            done = finished(agent)
+        finally:
+            stop(agent)
+        assert done == {"result": "deleted c-5", "runs": ["c-5"]}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -31,10 +31,12 @@ broker's JWKS and its own call, and consumes the ``jti`` once in this process
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..approvals import (
@@ -47,6 +49,7 @@ from ..approvals import (
     binding,
     canonical_arguments,
     canonical_json,
+    notify_webhook,
     text_digest,
 )
 from ..errors import (
@@ -87,6 +90,7 @@ MAX_PENDING = 100  # requests waiting per agent; more are refused
 MAX_TIMEOUT = 3600  # seconds a request may wait for a human
 DEFAULT_TIMEOUT = 300
 LEEWAY = 5  # seconds of clock skew allowed on an elevation token's times
+_log = logging.getLogger("agentsudo")
 ISSUED = "elevation-issued:"  # the request's elevation token was handed out (once)
 _CLAIMS = frozenset(
     {
@@ -423,8 +427,10 @@ class ElevationWaiting:
         *,
         timeout: float,
         issuer: str,
+        notify: str | Callable[[ApprovalRequest], object] | None = None,
     ) -> None:
         self.client, self.scope, self.context = client, scope, context
+        self.notify = notify
         self.agent, self.jti, self.issuer = agent.name, agent.jti, issuer
         self.timeout = timeout
         self.token: str | None = agent.token
@@ -462,6 +468,37 @@ class ElevationWaiting:
         if not isinstance(request_id, str) or not request_id.startswith("apr_"):
             raise InvalidTokenError("the broker answered an elevation request without its id")
         self.request_id = request_id
+        if self.notify is not None:
+            expires_at = answer.get("expires_at")
+            if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
+                self._notify(float(expires_at))
+
+    def _notify(self, expires_at: float) -> None:
+        """Tell the webhook or the callable what was filed, as ``ask`` does without a broker."""
+        digest = text_digest(self.arguments)
+        function, request_id = self.context.function, self.request_id
+        request = ApprovalRequest(
+            id=request_id,
+            agent=self.agent,
+            jti=self.jti,
+            scope=self.scope,
+            function=function,
+            arguments_json=self.arguments,
+            arguments_sha256=digest,
+            reason=self.context.reason,
+            created_at=time.time(),
+            expires_at=expires_at,
+            binding=binding(request_id, self.agent, self.jti, self.scope, function, digest),
+        )
+        try:
+            if callable(self.notify):
+                self.notify(request)
+            elif self.notify is not None:
+                notify_webhook(self.notify, request)
+        except Exception as exc:  # the request stands; without an answer it times out: denied
+            _log.warning(
+                "approval request %s: notification failed: %s", request_id, type(exc).__name__
+            )
 
     def _status(self) -> dict[str, Any]:
         from .client import BrokerClient
