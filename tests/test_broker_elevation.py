@@ -589,3 +589,53 @@ def test_in_dev_mode_any_scope_may_be_asked_and_this_user_answers(tmp_path: Path
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+ASYNC_AGENT = """
+import asyncio, json, os, sys
+from agentsudo_tokens import Agent, ask, sudo
+from agentsudo_tokens.errors import PermissionDeniedError
+
+runs = []
+
+@sudo(scope="delete:customer", on_deny=ask(timeout=float(sys.argv[2]), poll_interval=0.05))
+async def delete_customer(customer_id):
+    runs.append(customer_id)
+    return f"deleted {customer_id}"
+
+async def main():
+    with Agent.from_token(os.environ["AGENTSUDO_TOKEN"]).start_session():
+        ticks = 0
+        async def tick():  # the event loop keeps running while the call waits
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+        ticker = asyncio.create_task(tick())
+        try:
+            result = {"result": await delete_customer(sys.argv[1])}
+        except PermissionDeniedError as exc:
+            result = {"refused": str(exc)}
+        ticker.cancel()
+        print(json.dumps({**result, "runs": runs, "ticked": ticks > 1}), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_an_async_call_waits_without_blocking_its_loop(broker: Broker) -> None:
+    env = {**os.environ, "AGENTSUDO_BROKER": broker.address, "AGENTSUDO_TOKEN": broker.token()}
+    for name in ("AGENTSUDO_JWKS", "AGENTSUDO_STORE", "AGENTSUDO_KEYS_DIR"):
+        env.pop(name, None)
+    agent = subprocess.Popen(
+        [sys.executable, "-c", ASYNC_AGENT, "c-3", str(WAIT)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=broker.root,
+    )  # fmt: skip
+    try:
+        shown = broker.waiting()
+        assert shown["arguments"] == {"customer_id": "c-3"}
+        broker.answer(shown["id"], "approve")
+        done = finished(agent)
+    finally:
+        stop(agent)
+    assert done == {"result": "deleted c-3", "runs": ["c-3"], "ticked": True}

@@ -36,8 +36,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..approvals import (
     ANSWER,
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from ..agent import Agent
     from ..claims import VerifiedClaims
     from ..config import Settings
-    from ..decision import ApprovalContext
     from ..jwks import KeySource
     from ..keys import SigningKey
     from ..store import Store
@@ -411,6 +410,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=USED.renew_lock)
 
 
+class Call(Protocol):
+    """What the guard knows of the call (``decision.ApprovalContext``)."""
+
+    @property
+    def function(self) -> str: ...
+    @property
+    def arguments(self) -> Mapping[str, Any]: ...
+    @property
+    def reason(self) -> str: ...
+
+
 class ElevationWaiting:
     """One call's request through the broker: file, poll, settle. Never sleeps; the caller does.
 
@@ -423,7 +433,7 @@ class ElevationWaiting:
         client: BrokerClient,
         agent: Agent,
         scope: str,
-        context: ApprovalContext,
+        context: Call,
         *,
         timeout: float,
         issuer: str,
