@@ -46,8 +46,10 @@ DEFAULT_JWKS_CACHE_TTL = 300
 JWKS_MAX_STALE = "AGENTSUDO_JWKS_MAX_STALE"
 DEFAULT_JWKS_MAX_STALE = 60 * 60
 BROKER = "AGENTSUDO_BROKER"
+BROKER_CREDENTIAL = "AGENTSUDO_BROKER_CREDENTIAL"  # over TCP: a credential the broker issued
 REVOCATIONS = "AGENTSUDO_REVOCATIONS"
 REVOCATIONS_PATH = "/v1/revocations"  # on the broker
+JWKS_PATH = "/.well-known/jwks.json"  # on the broker
 REVOCATIONS_REFRESH = "AGENTSUDO_REVOCATIONS_REFRESH"
 DEFAULT_REVOCATIONS_REFRESH = 10
 REVOCATIONS_MAX_STALE = "AGENTSUDO_REVOCATIONS_MAX_STALE"
@@ -152,6 +154,7 @@ class Settings:
     jwks_cache_ttl: int = DEFAULT_JWKS_CACHE_TTL
     jwks_max_stale: int = DEFAULT_JWKS_MAX_STALE  # seconds past the cache TTL, then refuse
     broker: str | None = None  # unix:///path or http(s)://host:port
+    broker_credential: str | None = None  # over TCP, a token the broker issued for itself
     revocations: str | None = None  # the signed revocation list: a URL, unix:///path or a file
     revocations_refresh: int = DEFAULT_REVOCATIONS_REFRESH  # seconds between fetches
     revocations_max_stale: int = DEFAULT_REVOCATIONS_MAX_STALE  # since the last good list
@@ -168,6 +171,7 @@ class Settings:
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["token"] = "<set>" if self.token else None
+        shown["broker_credential"] = "<set>" if self.broker_credential else None
         inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Settings({inner})"
 
@@ -208,6 +212,8 @@ class Settings:
             )
         if broker := env.get(BROKER, "").strip():
             values["broker"] = _broker(broker)
+        if credential := env.get(BROKER_CREDENTIAL, "").strip():
+            values["broker_credential"] = credential
         if revocations := env.get(REVOCATIONS, "").strip():
             values["revocations"] = revocations
         for variable, field in (
@@ -234,8 +240,15 @@ class Settings:
 
     @property
     def jwks_source(self) -> str:
-        """Where a verifier finds public keys: ``AGENTSUDO_JWKS`` or the key directory's."""
-        return self.jwks if self.jwks else str(self.keys_dir / "jwks.json")
+        """Where a verifier finds public keys: ``AGENTSUDO_JWKS``, else the broker's (its
+        socket, or its URL + ``/.well-known/jwks.json``), else the key directory's file."""
+        if self.jwks:
+            return self.jwks
+        if self.broker is None:
+            return str(self.keys_dir / "jwks.json")
+        if self.broker.startswith("unix://"):
+            return self.broker  # the socket; the keys are at JWKS_PATH on it
+        return self.broker.rstrip("/") + JWKS_PATH
 
     @property
     def revocations_source(self) -> str | None:
@@ -250,21 +263,42 @@ class Settings:
         return self.broker.rstrip("/") + REVOCATIONS_PATH
 
 
+def _is_url(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://", "unix://"))
+
+
 def child_environment(
-    token: str, *, jwks: str | None = None, store: str | None = None
+    token: str, *, jwks: str | None = None, store: str | None = None, broker: str | None = None
 ) -> dict[str, str]:
     """This process's environment plus ``AGENTSUDO_TOKEN`` (and where to verify it) for a child.
 
-    An ``AGENTSUDO_JWKS`` or ``AGENTSUDO_STORE`` already set wins over ``jwks``
-    and ``store``; relative paths are made absolute so the child finds the keys
-    and the state (revocations) from any directory.
+    Dev mode: an ``AGENTSUDO_JWKS`` or ``AGENTSUDO_STORE`` already set wins over
+    ``jwks`` and ``store``; relative paths are made absolute so the child finds
+    the keys and the state (revocations) from any directory.
+
+    Broker mode (``broker``, or ``AGENTSUDO_BROKER`` set here): the child gets the
+    broker's address, where it finds the public keys and the revocation list, and
+    never a path into a key directory or a state store: ``AGENTSUDO_KEYS_DIR``,
+    ``AGENTSUDO_STORE`` and an ``AGENTSUDO_JWKS`` file path are removed (a JWKS URL
+    set here stays), and so is ``AGENTSUDO_BROKER_CREDENTIAL``.
+
+    :raises ConfigError: the broker's address is not one.
     """
     env = dict(os.environ)
     env[TOKEN] = token
+    env.pop(BROKER_CREDENTIAL, None)  # the launcher's credential is not the child's
+    address = broker or env.get(BROKER, "").strip()
+    if address:
+        env[BROKER] = _broker(address)
+        env.pop(KEYS_DIR, None)
+        env.pop(STORE, None)
+        source = env.pop(JWKS, "").strip() or jwks
+        if source and _is_url(source) and source != Settings(broker=env[BROKER]).jwks_source:
+            env[JWKS] = source
+        return env
     source = env.get(JWKS, "").strip() or jwks
     if source:
-        is_url = source.lower().startswith(("http://", "https://"))
-        env[JWKS] = source if is_url else str(Path(source).resolve())
+        env[JWKS] = source if _is_url(source) else str(Path(source).resolve())
     state = env.get(STORE, "").strip() or store
     if state:
         prefix = "sqlite:///"

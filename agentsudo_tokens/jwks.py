@@ -177,14 +177,14 @@ def load_key_source(
 ) -> KeySource:
     """A key source for ``AGENTSUDO_JWKS``: a ``JwksUrl`` for a URL, else a ``JwksFile``.
 
-    A URL must be ``https://`` (``http://`` only for a loopback host); it is
-    fetched once now. ``max_age``, ``min_refetch_interval`` and ``max_stale`` tune
-    a URL's cache (see ``JwksUrl``; ``None`` keeps its defaults) and are ignored for
-    a file.
+    A URL must be ``https://`` (``http://`` only for a loopback host) or a
+    broker's socket ``unix:///path``; it is fetched once now. ``max_age``,
+    ``min_refetch_interval`` and ``max_stale`` tune a URL's cache (see ``JwksUrl``;
+    ``None`` keeps its defaults) and are ignored for a file.
 
     :raises ConfigError: the source cannot be read or fetched, or holds no usable key.
     """
-    if source.partition(":")[0].lower() in ("http", "https"):
+    if source.partition(":")[0].lower() in ("http", "https", "unix"):
         from . import jwks_remote
 
         return jwks_remote.JwksUrl(

@@ -17,8 +17,10 @@ until a fetch succeeds, so a retired key is not trusted forever while the
 endpoint is down. Between fetches ``get`` costs a clock read, two comparisons
 and a dict look-up.
 
-Only ``https://`` is accepted, and plain ``http://`` for loopback hosts
-(``localhost``, ``127.0.0.0/8``, ``::1``). Redirects are not followed; a
+Only ``https://`` is accepted, plain ``http://`` for loopback hosts
+(``localhost``, ``127.0.0.0/8``, ``::1``), and a broker's Unix socket
+(``unix:///run/agentsudo/broker.sock``: ``GET /.well-known/jwks.json`` on
+it). Redirects are not followed; a
 response must be ``200``, JSON, at most 1 MiB, and arrive whole within
 ``timeout``: the deadline covers the whole request (name look-up, connection,
 TLS, headers, body), so a server trickling bytes cannot hold a fetch longer.
@@ -59,6 +61,7 @@ DEFAULT_MIN_REFETCH_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_STALE = 3600.0
 WELL_KNOWN_PATHS = ("/.well-known/jwks.json", "/jwks.json")
+UNIX_JWKS_PATH = WELL_KNOWN_PATHS[0]  # what is fetched on a broker's socket
 
 _log = logging.getLogger("agentsudo.jwks")
 _T = TypeVar("_T")
@@ -106,6 +109,21 @@ def _check_url(url: str, what: str = "JWKS URL") -> SplitResult:
             f"{what}: expected {_SCHEME_RULE}, found {url!r}", expected=_SCHEME_RULE, found=url
         )
     return parts
+
+
+def _check_socket(url: str, what: str = "JWKS URL") -> str:
+    """The path of ``unix:///absolute/path`` (a broker's socket).
+
+    :raises ConfigError: not an absolute, printable path.
+    """
+    path = url[len("unix://") :]
+    if not path.startswith("/") or path.rstrip("/") == "" or not path.isprintable():
+        raise ConfigError(
+            f"{what}: expected unix:///absolute/path/to/broker.sock, found {url!r}",
+            expected="unix:///path",
+            found=url,
+        )
+    return path
 
 
 class _Deadline:
@@ -253,7 +271,8 @@ async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
 class JwksUrl:
     """A JWKS endpoint as a key source: cached, refetched with limits, never blocking for long.
 
-    :param url: ``https://...``; ``http://`` only for a loopback host.
+    :param url: ``https://...``; ``http://`` only for a loopback host; or a broker's
+        socket, ``unix:///path`` (``GET /.well-known/jwks.json`` on it).
     :param max_age: seconds a fetched key set is used before the next ``get`` refetches.
     :param min_refetch_interval: least seconds between fetches caused by unknown ``kid``
         values (and between retries after a failure).
@@ -277,7 +296,12 @@ class JwksUrl:
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        parts = _check_url(url)
+        self._socket: str | None = None  # a broker's Unix socket, for unix:///path
+        if url.startswith("unix://"):
+            self._socket = _check_socket(url)
+            parts = urlsplit("http://localhost")
+        else:
+            parts = _check_url(url)
         for name, value in (("max_age", max_age), ("timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"JwksUrl {name}: expected seconds > 0, found {value!r}")
@@ -489,6 +513,8 @@ class JwksUrl:
             max_bytes=MAX_JWKS_BYTES,
             loopback=self._loopback,
             ssl_context=self._ssl_context,
+            unix=self._socket,
+            path=UNIX_JWKS_PATH,
         ).download()
         try:
             return KeySet.from_json(body)

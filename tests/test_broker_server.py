@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import broker_harness
 import pytest
 from installed_cli import AGENTSUDO, sh
 
@@ -44,41 +45,11 @@ callers = ["uid:{ME + 4242}"]
 """
 
 
-class Broker:
-    """``agentsudo serve`` in a subprocess, until stopped."""
+class Broker(broker_harness.Broker):
+    """The harness with this file's policy by default."""
 
     def __init__(self, root: Path, policy: str = POLICY, *extra: str) -> None:
-        self.root = root
-        self.policy = root / "agentsudo.toml"
-        self.policy.write_text(policy)
-        self.socket = root / "broker.sock"
-        self.address = f"unix://{self.socket}"
-        self.process = subprocess.Popen(
-            [AGENTSUDO, "serve", "--policy", str(self.policy), "--keys-dir", str(root / "keys"),
-             "--socket", str(self.socket), *extra],
-            stderr=subprocess.PIPE, text=True, cwd=root,
-        )  # fmt: skip
-        assert self.process.stderr is not None
-        line = self.process.stderr.readline()
-        if "listening on" not in line:
-            self.process.kill()
-            raise AssertionError(f"the broker did not start: {line}{self.process.stderr.read()}")
-        self.client = BrokerClient(self.address)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.stderr is not None and self.process.stderr.closed:
-            return int(self.process.returncode)
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            assert self.process.stderr is not None
-            self.stderr = self.process.stderr.read()
-            self.process.stderr.close()
-        return self.process.returncode
+        super().__init__(root, policy, *extra)
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import (
@@ -29,9 +30,14 @@ from ..errors import (
     UnknownApprovalError,
 )
 
+if TYPE_CHECKING:
+    from ..approvals import ApprovalRequest
+    from ..config import Settings
+
 __all__ = ["BrokerClient", "BrokerUnavailableError"]
 
 MAX_ANSWER = 1024 * 1024
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # an approval request id's characters
 
 
 class BrokerUnavailableError(ConfigError):
@@ -106,6 +112,16 @@ class BrokerClient:
         self.address = check_address(address)
         self.credential = credential
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BrokerClient:
+        """The client of ``AGENTSUDO_BROKER``, with ``AGENTSUDO_BROKER_CREDENTIAL`` over TCP.
+
+        :raises ConfigError: no broker is configured.
+        """
+        if settings.broker is None:
+            raise ConfigError("AGENTSUDO_BROKER is not set: no broker to ask")
+        return cls(settings.broker, credential=settings.broker_credential)
 
     def __repr__(self) -> str:
         return f"BrokerClient({self.address!r})"
@@ -209,3 +225,63 @@ class BrokerClient:
             if value is not None
         }
         return dict(self.request("POST", "/v1/revocations", body))
+
+    # -- approvals (admins only) ---------------------------------------------------
+
+    def _request_of(self, data: Any) -> ApprovalRequest:
+        """An approval request as the broker sent it, checked as the store's are.
+
+        :raises BrokerUnavailableError: not a consistent approval request.
+        """
+        from ..approvals import ApprovalRequest
+
+        try:
+            return ApprovalRequest.from_json(json.dumps(data))
+        except (TypeError, ValueError):
+            raise BrokerUnavailableError(
+                f"the broker at {self.address} answered something that is not an approval request"
+            ) from None
+
+    def _approval_path(self, request_id: str, action: str = "") -> str:
+        if not isinstance(request_id, str) or not _URL_SAFE.fullmatch(request_id):
+            raise UnknownApprovalError(
+                f"expected an approval request id like apr_..., found {request_id!r}",
+                expected="apr_<id>",
+                found=request_id,
+            )
+        return f"/v1/approvals/{request_id}{action}"  # the broker checks it further
+
+    def approvals(self) -> list[ApprovalRequest]:
+        """The requests waiting for an answer, oldest first, arguments whole."""
+        answer = self.request("GET", "/v1/approvals").get("approvals")
+        if not isinstance(answer, list):
+            raise BrokerUnavailableError(
+                f"the broker at {self.address} answered without a list of approvals"
+            )
+        return [self._request_of(item) for item in answer]
+
+    def approval(self, request_id: str) -> ApprovalRequest:
+        """One waiting request, whole.
+
+        :raises UnknownApprovalError: no such request waiting.
+        """
+        return self._request_of(self.request("GET", self._approval_path(request_id)))
+
+    def approve(self, request_id: str, *, by: str | None = None) -> ApprovalRequest:
+        """Approve one waiting call: it proceeds, once. The broker records who asked it
+        (its uid or credential); ``by`` is a name shown beside that.
+
+        :raises UnknownApprovalError: no such request waiting (unknown, expired, answered).
+        :raises PermissionDeniedError: the caller is not an admin.
+        """
+        body = {} if by is None else {"by": by}
+        path = self._approval_path(request_id, "/approve")
+        return self._request_of(self.request("POST", path, body))
+
+    def deny(
+        self, request_id: str, *, reason: str | None = None, by: str | None = None
+    ) -> ApprovalRequest:
+        """Refuse one waiting call, saying why; as ``approve`` otherwise."""
+        body = {key: value for key, value in (("reason", reason), ("by", by)) if value is not None}
+        path = self._approval_path(request_id, "/deny")
+        return self._request_of(self.request("POST", path, body))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,3 +129,24 @@ def describe_remaining(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+def broker_of(current: Settings, **local: object) -> BrokerClient | None:
+    """The broker's client when ``AGENTSUDO_BROKER`` is set, else ``None`` (dev mode).
+
+    ``local`` names the flags that act on a key directory or a store here
+    (``keys_dir=...``, ``store=...``): given with a broker, they are a usage error,
+    for the broker alone holds the keys and the state.
+    """
+    if current.broker is None:
+        return None
+    for name, value in local.items():
+        if value is not None:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"{flag} is not used with AGENTSUDO_BROKER (the broker holds the keys and the "
+                f"state); unset AGENTSUDO_BROKER to act on a key directory yourself"
+            )
+    from agentsudo_tokens.broker.client import BrokerClient
+
+    return BrokerClient.from_settings(current)

@@ -6,7 +6,9 @@ $ agentsudo approvals show apr_Q2xV...   # everything, the arguments whole
 $ agentsudo approve apr_Q2xV...          # that one call proceeds, once
 $ agentsudo deny apr_Q2xV... --reason "too large"
 
-The list cuts a long call and says so ("... (shortened; agentsudo approvals
+With AGENTSUDO_BROKER set, the requests are the broker's and only its admins
+see and answer them; the broker records who answered (the caller's uid or
+credential). The list cuts a long call and says so ("... (shortened; agentsudo approvals
 show ID)"); ``show`` never cuts. Everything printed is passed through
 ``terminal_safe``: a name or an argument cannot forge a row or drive the
 terminal.
@@ -21,7 +23,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import describe_remaining, json_option, keys_dir_option, settings, terminal_safe
+from ._common import (
+    broker_of,
+    describe_remaining,
+    json_option,
+    keys_dir_option,
+    settings,
+    terminal_safe,
+)
 from .revoke_cmd import open_cli_store, store_option, when
 
 if TYPE_CHECKING:
@@ -68,8 +77,12 @@ def approvals(ctx: click.Context, store: str | None, as_json: bool, keys_dir: Pa
         return
     from agentsudo_tokens.approvals import pending
 
-    with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
-        waiting = pending(state)
+    client = broker_of(settings(), keys_dir=keys_dir, store=store)
+    if client is not None:
+        waiting = client.approvals()
+    else:
+        with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
+            waiting = pending(state)
     if as_json:
         click.echo(json.dumps([request.to_dict() for request in waiting]))
         return
@@ -95,8 +108,12 @@ def show(request_id: str, store: str | None, as_json: bool, keys_dir: Path | Non
     """
     from agentsudo_tokens.approvals import lookup
 
-    with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
-        request = lookup(state, request_id)
+    client = broker_of(settings(), keys_dir=keys_dir, store=store)
+    if client is not None:
+        request = client.approval(request_id)
+    else:
+        with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
+            request = lookup(state, request_id)
     if as_json:
         click.echo(json.dumps(request.to_dict() | {"arguments_json": request.arguments_json}))
         return
@@ -143,8 +160,12 @@ def approve(request_id: str, store: str | None, as_json: bool, keys_dir: Path | 
     """
     from agentsudo_tokens.approvals import approve as approve_request
 
-    with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
-        request = approve_request(state, request_id, by=_who())
+    client = broker_of(settings(), keys_dir=keys_dir, store=store)
+    if client is not None:  # the broker records who asks: the caller it knows
+        request = client.approve(request_id)
+    else:
+        with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
+            request = approve_request(state, request_id, by=_who())
     _answered("approved", request, as_json)
 
 
@@ -160,6 +181,10 @@ def deny(
     """Deny request ID: the waiting call raises PermissionDeniedError."""
     from agentsudo_tokens.approvals import deny as deny_request
 
-    with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
-        request = deny_request(state, request_id, by=_who(), reason=reason)
+    client = broker_of(settings(), keys_dir=keys_dir, store=store)
+    if client is not None:
+        request = client.deny(request_id, reason=reason)
+    else:
+        with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
+            request = deny_request(state, request_id, by=_who(), reason=reason)
     _answered("denied", request, as_json)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import duration, json_option, keys_dir_option, scopes_from, settings
+from ._common import broker_of, duration, json_option, keys_dir_option, scopes_from, settings
 from .revoke_cmd import open_cli_store, store_option
 
 if TYPE_CHECKING:
+    from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.issuer import IssuedToken
 
 
@@ -28,10 +29,46 @@ def agent_options(func):  # type: ignore[no-untyped-def]
         "--scope",
         "scopes",
         multiple=True,
-        required=True,
-        help="Scopes, space- or comma-separated, or repeated.",
+        help="Scopes, space- or comma-separated, or repeated "
+        "[required without a broker; with one, default: what the policy grants].",
     )(func)
     return click.option("--agent", required=True, help="The agent's name (the token's sub).")(func)
+
+
+def require_scopes(scopes: tuple[str, ...]) -> None:
+    """Without a broker, ``--scopes`` is required (with one, the policy decides)."""
+    if not scopes:
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == "scopes")
+        raise click.MissingParameter(ctx=ctx, param=param)
+
+
+def audience_of(aud: tuple[str, ...]) -> str | list[str] | None:
+    """``--aud`` given once, several times, or not at all."""
+    return list(aud) if len(aud) > 1 else (aud[0] if aud else None)
+
+
+def ask_broker(
+    client: BrokerClient,
+    agent: str,
+    scopes: tuple[str, ...],
+    ttl: int | None,
+    aud: tuple[str, ...],
+    *,
+    once: bool = False,
+) -> dict[str, Any]:
+    """A token from the broker, as its policy allows this caller (scopes and TTL by
+    default the policy's); the broker's answer, with a ``token`` in it."""
+    granted = scopes_from(scopes) if scopes else None
+    if granted is not None and "**" in granted:
+        click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
+    answer = client.issue(agent, scopes=granted, ttl=ttl, audience=audience_of(aud), once=once)
+    token = answer.get("token")
+    if not isinstance(token, str) or not token:
+        from agentsudo_tokens.broker.client import BrokerUnavailableError
+
+        raise BrokerUnavailableError(f"the broker at {client.address} answered without a token")
+    return answer
 
 
 def mint(
@@ -46,12 +83,12 @@ def mint(
     """Mint with the key directory's active key; warn on stderr about `**`."""
     from agentsudo_tokens.issuer import Issuer
 
+    require_scopes(scopes)
     granted = scopes_from(scopes)
     if "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
     issuer = Issuer.from_settings(settings(keys_dir=keys_dir, ttl=ttl))  # the flag beats the env
-    audience = list(aud) if len(aud) > 1 else (aud[0] if aud else None)
-    return issuer.issue(agent, granted, ttl=ttl, audience=audience, once=once)
+    return issuer.issue(agent, granted, ttl=ttl, audience=audience_of(aud), once=once)
 
 
 @click.command()
@@ -81,7 +118,15 @@ def issue(
     store (--store, AGENTSUDO_STORE, default <keys-dir>/agentsudo-state.db)
     before it is printed: the first verifier using that store consumes it, later
     uses fail, and a verifier without a store refuses it.
+
+    With AGENTSUDO_BROKER set, the broker mints the token as its policy allows
+    you (no key directory here): --scopes and --ttl default to what the policy
+    grants; a request beyond it is refused in one line.
     """
+    client = broker_of(settings(), keys_dir=keys_dir, store=store)
+    if client is not None:
+        _issue_by_broker(client, agent, scopes, ttl, aud, once=once, as_json=as_json)
+        return
     minted = mint(agent, scopes, ttl, aud, keys_dir, once=once)
     if once:
         from agentsudo_tokens.onetime import mark_one_time
@@ -99,3 +144,31 @@ def issue(
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(minted.token)
+
+
+def _issue_by_broker(
+    client: BrokerClient,
+    agent: str,
+    scopes: tuple[str, ...],
+    ttl: int | None,
+    aud: tuple[str, ...],
+    *,
+    once: bool,
+    as_json: bool,
+) -> None:
+    token = str(ask_broker(client, agent, scopes, ttl, aud, once=once)["token"])
+    if not as_json:
+        click.echo(token)
+        return
+    from agentsudo_tokens.verifier import decode_unverified
+
+    decoded = decode_unverified(token)  # as minted by the broker: `agentsudo verify` checks it
+    payload: dict[str, Any] = {
+        "token": token,
+        "header": dict(decoded.header),
+        "claims": dict(decoded.claims),
+        "broker": client.address,
+    }
+    if once:
+        payload["once"] = True
+    click.echo(json.dumps(payload, indent=2))

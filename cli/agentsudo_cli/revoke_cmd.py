@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ._common import json_option, keys_dir_option, settings, terminal_safe
+from ._common import broker_of, json_option, keys_dir_option, settings, terminal_safe
 
 if TYPE_CHECKING:
+    from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.config import Settings
     from agentsudo_tokens.store import Store
 
@@ -149,6 +150,9 @@ def revoke(
 
     Verifiers that use the same state store refuse revoked tokens; a verifier
     without a store cannot know, and accepts a token until it expires.
+
+    With AGENTSUDO_BROKER set, the broker records the revocation (admins only)
+    and publishes it in its signed revocation list, which verifiers fetch.
     """
     if target is not None and target.startswith("--") and not _JTI.fullmatch(target):
         raise click.UsageError(f"no such option: {target}")  # a jti may start with "--" too
@@ -158,6 +162,7 @@ def revoke(
     from agentsudo_tokens.revocation import revoke_agent, revoke_token
 
     current = settings(keys_dir=keys_dir, store=store)
+    client = broker_of(current, keys_dir=keys_dir, store=store)
     if target == "-":
         target = sys.stdin.readline(64 * 1024).strip()
         if not target:
@@ -165,6 +170,9 @@ def revoke(
     jti = _jti_of(target) if target is not None else None  # garbage: exit 2, nothing recorded
     if agent is not None:
         _check_agent(agent)
+    if client is not None:
+        _revoke_by_broker(client, target, jti, agent, reason, as_json)
+        return
     with open_cli_store(current) as state:
         if agent is not None:
             done = revoke_agent(
@@ -196,3 +204,44 @@ def revoke(
     else:
         what = f"token {done.target!r}"
     click.echo(f"revoked: {what} (recorded in {where} until {when(done.kept_until)})")
+
+
+def _revoke_by_broker(
+    client: BrokerClient,
+    target: str | None,
+    jti: str | None,
+    agent: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Ask the broker to revoke (it refuses a caller who is not an admin)."""
+    if agent is not None:
+        done = client.revoke(agent=agent, reason=reason)
+    elif target is not None and "." in target:
+        done = client.revoke(token=target, reason=reason)
+    else:
+        done = client.revoke(jti=jti, reason=reason)
+    kind, revoked, kept_until = done.get("revoked"), done.get("target"), done.get("kept_until")
+    if not isinstance(kept_until, int | float) or isinstance(kept_until, bool):
+        from agentsudo_tokens.broker.client import BrokerUnavailableError
+
+        raise BrokerUnavailableError(
+            f"the broker at {client.address} answered without a revocation"
+        )
+    if as_json:
+        payload = {
+            "ok": True,
+            "revoked": kind,
+            "target": revoked,
+            "reason": reason,
+            "kept_until": kept_until,
+            "broker": client.address,
+        }
+        click.echo(json.dumps(payload))
+        return
+    if kind == "agent":
+        what = f"every token of agent {revoked!r} issued until now"
+    else:
+        what = f"token {revoked!r}"
+    where = f"the broker at {client.address}"
+    click.echo(terminal_safe(f"revoked: {what} (recorded by {where} until {when(kept_until)})"))

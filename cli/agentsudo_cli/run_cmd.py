@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import keys_dir_option, settings
-from .issue_cmd import agent_options, mint
+from ._common import broker_of, keys_dir_option, settings
+from .issue_cmd import agent_options, ask_broker, mint
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -28,7 +28,12 @@ def run(
     agentsudo run --agent AnalyticsBot --scopes "read:*" -- python my_agent.py
 
     The token goes in the child's environment, never on its command line;
-    AGENTSUDO_JWKS points the child at the public keys. The child's exit
+    AGENTSUDO_JWKS points the child at the public keys.
+
+    With AGENTSUDO_BROKER set, the broker mints the token as its policy allows
+    (--scopes and --ttl default to what it grants), and the child gets
+    AGENTSUDO_TOKEN and AGENTSUDO_BROKER, where it finds the public keys and the
+    revocation list; never a key directory, a store or a JWKS file path. The child's exit
     status is passed through (128+N when a signal N ends it; 127 when COMMAND
     is not found, as in a shell).
     """
@@ -42,11 +47,16 @@ def run(
     if not command:
         raise click.UsageError("no COMMAND given after --")
     current = settings(keys_dir=keys_dir)
-    minted = mint(agent, scopes, ttl, aud, keys_dir)
-    from agentsudo_tokens.store import default_store_url
+    client = broker_of(current, keys_dir=keys_dir)
+    if client is not None:
+        token = ask_broker(client, agent, scopes, ttl, aud)["token"]
+        env = child_environment(str(token), broker=client.address)
+    else:
+        minted = mint(agent, scopes, ttl, aud, keys_dir)
+        from agentsudo_tokens.store import default_store_url
 
-    store = default_store_url(current)  # so the child sees revocations from any directory
-    env = child_environment(minted.token, jwks=str(current.jwks_source), store=store)
+        store = default_store_url(current)  # so the child sees revocations from any directory
+        env = child_environment(minted.token, jwks=str(current.jwks_source), store=store)
     try:
         child = subprocess.Popen(list(command), env=env)
     except FileNotFoundError:
