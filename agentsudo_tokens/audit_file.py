@@ -38,7 +38,7 @@ import os
 import stat
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -229,6 +229,7 @@ class AuditFile:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._last: tuple[int, str] | None = None  # (file size after our last write, its hash)
+        self._counted: tuple[int, int] | None = None  # (an offset, the newlines before it)
 
     def __repr__(self) -> str:
         return f"AuditFile({str(self.path)!r})"
@@ -238,8 +239,17 @@ class AuditFile:
             _check_directory(self.path)
             self._fd = _open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, writing=True)
             self._last = None
+            self._counted = None
             _open_files.add(self)
         return self._fd
+
+    def open(self) -> None:
+        """Open (or create) the file now, so an unusable path fails here, not at an append.
+
+        :raises ConfigError: the file cannot be opened or trusted.
+        """
+        with self._lock:
+            self._open()
 
     def _previous(self, fd: int, size: int) -> tuple[str, bool]:
         """The hash to chain to, and whether the file ends in a torn line (read under the lock)."""
@@ -254,9 +264,31 @@ class AuditFile:
             previous = hashlib.sha256(last).hexdigest()
         return previous, torn
 
-    def append(self, event: dict[str, Any]) -> str:
+    def _lines_before(self, fd: int, size: int) -> int:
+        """How many newlines the file's first ``size`` bytes hold (under the lock).
+
+        Counted once, then only from where the last count ended: the file only grows.
+        """
+        offset, lines = self._counted if self._counted is not None else (0, 0)
+        if offset > size:  # shorter than when counted: count it all again
+            offset, lines = 0, 0
+        while offset < size:
+            chunk = _pread(fd, min(size - offset, 1 << 20), offset)
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+        self._counted = (offset, lines)
+        return lines
+
+    def append(
+        self, event: dict[str, Any], *, seal: Callable[[str, int], dict[str, Any]] | None = None
+    ) -> str:
         """Write one event as one line; return its hash.
 
+        :param seal: called under the file's lock with the hash this line chains to
+            and the number of lines before it; the fields it returns are added to the
+            event (the broker's signed chain head: ``broker.audit``).
         :raises ConfigError: the file cannot be opened, trusted or written, or the event
             is not strict JSON or would make a line longer than ``MAX_LINE_BYTES``.
         """
@@ -268,6 +300,9 @@ class AuditFile:
                 info = os.fstat(fd)
                 _check_file(self.path, info, writing=True)  # still ours, even if chmod-ed since
                 fields["prev"], torn = self._previous(fd, info.st_size)
+                if seal is not None:
+                    before = self._lines_before(fd, info.st_size) + (1 if torn else 0)
+                    fields.update(seal(fields["prev"], before))
                 try:
                     fields["hash"] = _line_hash(fields)
                     data = (_DUMPS(fields) + "\n").encode("ascii")
@@ -286,9 +321,12 @@ class AuditFile:
                     data = b"\n" + data
                 _write_all(fd, data)
                 self._last = (info.st_size + len(data), fields["hash"])
+                if self._counted is not None and self._counted[0] == info.st_size:
+                    self._counted = (info.st_size + len(data), self._counted[1] + data.count(b"\n"))
                 return str(fields["hash"])
             except OSError as exc:
                 self._last = None
+                self._counted = None
                 raise ConfigError(f"cannot write the audit log {self.path}: {exc}") from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -310,6 +348,7 @@ class AuditFile:
                 os.close(self._fd)
         self._fd = None
         self._last = None
+        self._counted = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -348,8 +387,16 @@ def _lines(path: Path, *, check_mode: bool) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def verify_chain(path: str | os.PathLike[str]) -> ChainReport:
+def verify_chain(
+    path: str | os.PathLike[str],
+    *,
+    check: Callable[[int, dict[str, Any]], str | None] | None = None,
+) -> ChainReport:
     """Check every line's hash and link; report the first edited, removed or reordered line.
+
+    :param check: called with each line's number and fields once its hash and link
+        hold; a problem it returns ends the check there, as a tampered line (the
+        broker's signed heads: ``broker.audit.verify_audit``).
 
     :raises ConfigError: the file cannot be read, is a symlink or not a regular file, or
         group or others may write it (then its chain proves nothing).
@@ -374,6 +421,8 @@ def verify_chain(path: str | os.PathLike[str]) -> ChainReport:
                 number,
                 "out of chain: a line before it was removed, or lines were reordered",
             )
+        if check is not None and (objection := check(number, fields)) is not None:
+            return ChainReport(False, count, previous, number, objection)
         previous = fields["hash"]
         count += 1
     return ChainReport(True, count, previous)

@@ -41,6 +41,7 @@ from ..keydir import KeyDirectory
 from ..store import Store, open_store
 from ..store import default_store_url as _default_store_url
 from ..verifier import Verifier
+from .audit import AUDIT_FILE, BrokerAudit
 from .devmode import DevPolicy
 from .peer import peer_of
 from .policy import Caller, Policy, load_policy
@@ -64,6 +65,7 @@ class BrokerConfig:
     settings: Settings = field(default_factory=Settings)
     max_body: int = MAX_BODY
     body_timeout: float = BODY_TIMEOUT
+    audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
 
 
 class _Broker:
@@ -78,6 +80,8 @@ class _Broker:
         url = config.store_url or _default_store_url(settings.replace(jwks=None))
         self.store: Store = open_store(url)
         self.credentials = Verifier(self.keys.public_keys(), audience=BROKER_AUDIENCE)
+        audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
+        self.audit = BrokerAudit(audit_log, self.issuer.key, issuer=settings.issuer)
 
     def _load_policy(self) -> Policy | DevPolicy:
         settings = self.config.settings
@@ -93,11 +97,14 @@ class _Broker:
             self.policy = self._load_policy()
         except ConfigError as exc:
             _log.error("policy reload refused, the previous policy stays: %s", exc)
+            self.audit.reloaded(self.config.policy_path, str(exc))
             return
         _log.warning("policy reloaded from %s", self.config.policy_path)
+        self.audit.reloaded(self.config.policy_path)
 
     def close(self) -> None:
         self.store.close()
+        self.audit.close()
 
 
 def _groups_of(uid: int, gid: int) -> frozenset[int]:
@@ -123,10 +130,12 @@ def caller_of(request: Request, broker: _Broker) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
+        broker.audit.refused(None, f"{request.method} {request.url.path}", "no credential")
         raise Problem(401, "unauthenticated", "over TCP, present a credential this broker issued")
     try:
         claims = broker.credentials.verify(credential.strip())
     except AgentSudoError as exc:
+        broker.audit.refused(None, f"{request.method} {request.url.path}", f"credential: {exc}")
         raise Problem(401, "unauthenticated", f"credential refused: {exc}") from None
     return Caller(uid=None, gids=frozenset(), credential=claims.subject)
 
@@ -238,6 +247,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         )
     except AgentSudoError as exc:
         _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), exc)
+        broker.audit.refused(caller, "issue", str(exc), asked=asked.model_dump(exclude_none=True))
         raise
     audience = grant.audience if isinstance(grant.audience, str) else list(grant.audience)
     minted = await asyncio.to_thread(
@@ -253,6 +263,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
 
         await asyncio.to_thread(mark_one_time, broker.store, minted.claims)
     _log.info("issued %s to %s: jti %s", grant.agent, _describe(caller), minted.claims["jti"])
+    broker.audit.issued(caller, grant, minted.claims, once=asked.once)  # before it is handed out
     body = {
         "token": minted.token,
         "jti": minted.claims["jti"],
@@ -266,7 +277,9 @@ async def _issue(request: Request, broker: _Broker) -> Response:
 def _admin(request: Request, broker: _Broker) -> Caller:
     caller = caller_of(request, broker)
     if not broker.policy.is_admin(caller):
-        raise Problem(403, "forbidden", f"{_describe(caller)} is not an admin of this broker")
+        reason = f"{_describe(caller)} is not an admin of this broker"
+        broker.audit.refused(caller, f"{request.method} {request.url.path}", reason)
+        raise Problem(403, "forbidden", reason)
     return caller
 
 
@@ -313,69 +326,9 @@ async def _revoke(request: Request, broker: _Broker) -> Response:
     else:
         done = revoke(broker.store, str(asked.jti), reason=asked.reason, max_ttl=settings.max_ttl)
     _log.warning("%s revoked %s %r", _describe(caller), done.kind, done.target)
+    broker.audit.revoked(caller, done.kind, done.target, asked.reason)
     body = {"revoked": done.kind, "target": done.target, "kept_until": done.kept_until}
     return JSONResponse(body, status_code=201)
-
-
-class _AnswerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    reason: str | None = Field(default=None, max_length=1000)
-    by: str | None = Field(default=None, max_length=200)  # a name shown beside the caller's
-
-
-def _request_id(request: Request) -> str:
-    return str(request.path_params["request_id"])
-
-
-async def _approvals(request: Request, broker: _Broker) -> Response:
-    """Every request waiting for a human, whole (admins only)."""
-    from ..approvals import pending
-
-    _admin(request, broker)
-    waiting = await asyncio.to_thread(pending, broker.store)
-    body = {"approvals": [item.to_dict() for item in waiting]}
-    return JSONResponse(body, headers={"cache-control": "no-store"})
-
-
-async def _approval(request: Request, broker: _Broker) -> Response:
-    """One waiting request, whole (admins only)."""
-    from ..approvals import lookup
-
-    _admin(request, broker)
-    found = await asyncio.to_thread(lookup, broker.store, _request_id(request))
-    return JSONResponse(found.to_dict(), headers={"cache-control": "no-store"})
-
-
-async def _answer(request: Request, broker: _Broker, approved: bool) -> Response:
-    """Approve or deny one waiting request; the broker records who answered (admins only)."""
-    from ..approvals import approve, deny
-
-    caller = _admin(request, broker)
-    asked = _model(_AnswerRequest, await _json_body(request, broker))
-    for name in ("reason", "by"):
-        text = getattr(asked, name)
-        if text is not None and not text.isprintable():
-            raise Problem(400, "invalid-request", f"{name}: expected printable text")
-    who = _describe(caller) if asked.by is None else f"{_describe(caller)} as {asked.by!r}"
-    request_id = _request_id(request)
-    if approved:
-        answered = await asyncio.to_thread(approve, broker.store, request_id, by=who)
-    else:
-        answered = await asyncio.to_thread(
-            deny, broker.store, request_id, by=who, reason=asked.reason
-        )
-    verb = "approved" if approved else "denied"
-    _log.warning("%s %s approval request %s", who, verb, request_id)
-    return JSONResponse(answered.to_dict(), headers={"cache-control": "no-store"})
-
-
-async def _approve(request: Request, broker: _Broker) -> Response:
-    return await _answer(request, broker, True)
-
-
-async def _deny(request: Request, broker: _Broker) -> Response:
-    return await _answer(request, broker, False)
 
 
 class _ElevationRequest(BaseModel):
@@ -467,11 +420,15 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, broker.reload)  # only in the main thread
+    broker.audit.started(broker.config.policy_path)  # and a signed head
+    heads = asyncio.create_task(broker.audit.keep_signing())
     try:
         yield
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
+        heads.cancel()
+        broker.audit.stopped()  # and the last signed head
         broker.close()
 
 
@@ -496,10 +453,6 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/v1/tokens", _endpoint(_issue), methods=["POST"]),
         Route("/v1/revocations", _endpoint(_revocation_list), methods=["GET"]),
         Route("/v1/revocations", _endpoint(_revoke), methods=["POST"]),
-        Route("/v1/approvals", _endpoint(_approvals), methods=["GET"]),
-        Route("/v1/approvals/{request_id}", _endpoint(_approval), methods=["GET"]),
-        Route("/v1/approvals/{request_id}/approve", _endpoint(_approve), methods=["POST"]),
-        Route("/v1/approvals/{request_id}/deny", _endpoint(_deny), methods=["POST"]),
         Route("/v1/elevations", _endpoint(_file_elevation), methods=["POST"]),
         Route("/v1/elevations/{request_id}", _endpoint(_elevation), methods=["GET"]),
     ]

@@ -5,14 +5,29 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._common import json_option, terminal_safe
 
+if TYPE_CHECKING:
+    from agentsudo_tokens.jwks import KeySource
+
 OUTCOMES = ("allowed", "denied", "audit_violation", "approved", "refused")
 SESSION_EVENTS = ("session_start", "session_end")
+BROKER_OUTCOMES = (  # the broker's audit (agentsudo serve --audit-log)
+    "issued",
+    "broker_refused",
+    "revoked",
+    "elevation_requested",
+    "elevation_answered",
+    "policy_reloaded",
+    "policy_reload_failed",
+    "broker_started",
+    "broker_stopped",
+)
+HEAD = "head"  # a signed chain head: shown only with --outcome head
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -32,19 +47,66 @@ def audit() -> None:
     """Read the JSON-lines audit file (AGENTSUDO_AUDIT_LOG)."""
 
 
+def _when(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @audit.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--jwks",
+    default=None,
+    metavar="PATH_OR_URL",
+    help="The public keys that check a broker audit's signed heads [default: AGENTSUDO_JWKS, "
+    "else the broker's (AGENTSUDO_BROKER), else <keys-dir>/jwks.json].",
+)
+@click.option(
+    "--all-signed",
+    is_flag=True,
+    help="Fail unless a signed head covers every event (as a stopped broker leaves it).",
+)
 @json_option
-def verify_file(file: Path, as_json: bool) -> None:
-    """Check FILE's hash chain; report the first edited, removed or reordered line."""
-    from agentsudo_tokens.audit_file import verify_chain
+def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -> None:
+    """Check FILE's hash chain, and each head the broker signed, with the public keys alone.
 
-    report = verify_chain(file)
+    Reports the first edited, removed or reordered line, and a signed head that
+    does not verify or no longer matches the lines before it (a rewritten part,
+    even with every hash recomputed). Lines after the last signed head are only
+    chained: they are counted, not vouched for.
+    """
+    from agentsudo_tokens.broker.audit import verify_audit
+    from agentsudo_tokens.errors import ConfigError
+
+    def load_keys() -> KeySource:
+        from agentsudo_tokens.jwks import load_key_source
+
+        from ._common import settings
+
+        source = jwks or settings().jwks_source
+        try:
+            return load_key_source(source)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"the audit log has signed heads, and the keys to check them cannot be read "
+                f"(give --jwks): {exc}"
+            ) from exc
+
+    report = verify_audit(file, load_keys=load_keys)
+    result = report.to_dict()
+    if report.ok and all_signed and report.unsigned:
+        where = (
+            "no signed head"
+            if report.last_signed_line is None
+            else f"the last signed head at line {report.last_signed_line} "
+            f"({_when(report.last_signed_at)})"
+        )
+        result |= {"ok": False, "problem": f"{report.unsigned} events after {where}"}
     if as_json:
-        click.echo(json.dumps(report.__dict__ | {"ok": report.ok}))
-    elif report.ok:
-        click.echo(f"ok: {report.events} events, chain intact; head {report.head}")
-    else:
+        click.echo(json.dumps(result))
+    elif not report.ok:
         click.echo(
             terminal_safe(
                 f"agentsudo: TAMPERED: line {report.bad_line}: {report.problem} "
@@ -52,7 +114,22 @@ def verify_file(file: Path, as_json: bool) -> None:
             ),
             err=True,
         )
-    if not report.ok:
+    elif not result["ok"]:
+        click.echo(f"agentsudo: NOT SIGNED: {result['problem']}", err=True)
+    elif report.last_signed_line is None:
+        click.echo(f"ok: {report.events} events, chain intact; head {report.head}")
+    else:
+        after = (
+            "every event is signed"
+            if not report.unsigned
+            else f"{report.unsigned} events after it are not yet signed"
+        )
+        click.echo(
+            f"ok: {report.events} events, chain intact, last signed head at line "
+            f"{report.last_signed_line} ({_when(report.last_signed_at)}); {after}; "
+            f"head {report.head}"
+        )
+    if not result["ok"]:
         raise SystemExit(1)
 
 
@@ -72,12 +149,20 @@ def _field(event: dict[str, Any], name: str) -> str:
     return "-" if value is None or value == "" else terminal_safe(value)
 
 
+def _scope(event: dict[str, Any]) -> str:
+    """The scope column: a decision's scope, or the scopes a broker event names."""
+    scopes = event.get("scopes")
+    if event.get("scope") is None and isinstance(scopes, list):
+        return terminal_safe(" ".join(map(str, scopes))) or "-"
+    return _field(event, "scope")
+
+
 @audit.command("show")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--agent", default=None, help="Only this agent's events.")
 @click.option(
     "--outcome",
-    type=click.Choice(OUTCOMES + SESSION_EVENTS),
+    type=click.Choice(OUTCOMES + SESSION_EVENTS + BROKER_OUTCOMES + (HEAD,)),
     default=None,
     help="Only this outcome.",
 )
@@ -109,6 +194,8 @@ def show(
     for event in read_events(path):
         if not sessions and outcome is None and event.get("outcome") in SESSION_EVENTS:
             continue
+        if outcome is None and event.get("outcome") == HEAD:
+            continue
         if not _matches(event, agent, outcome, since):
             continue
         shown += 1
@@ -120,7 +207,7 @@ def show(
         when = _field(event, "time")[:19].replace("T", " ")
         click.echo(  # every field escaped: a name with ESC or a newline cannot forge a row
             f"{when:<20} {_field(event, 'agent'):<16} {_field(event, 'outcome'):<16} "
-            f"{_field(event, 'scope'):<22} {_field(event, 'function')}"
+            f"{_scope(event):<22} {_field(event, 'function')}"
         )
     if not as_json:
         click.echo(f"{shown} event(s)", err=True)

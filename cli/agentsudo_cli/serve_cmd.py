@@ -42,6 +42,13 @@ from .revoke_cmd import store_option
     help="Also listen on TCP (callers present a credential the broker issued).",
 )
 @click.option("--socket-group", default=None, help="Make the socket 0660 and owned by this group.")
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The broker's hash-chained audit, its head signed [default: "
+    "<keys-dir>/broker-audit.jsonl]; check it with agentsudo audit verify.",
+)
 @keys_dir_option
 @store_option
 def serve(
@@ -50,6 +57,7 @@ def serve(
     socket_path: Path | None,
     listen: str | None,
     socket_group: str | None,
+    audit_log: Path | None,
     keys_dir: Path | None,
     store: str | None,
 ) -> None:
@@ -74,7 +82,11 @@ def serve(
     if dev and socket_path is None and listen is None:
         socket_path = current.keys_dir / "broker.sock"  # reachable by whoever reads the keys
     config = BrokerConfig(
-        keys_dir=current.keys_dir, policy_path=policy, store_url=current.store, settings=current
+        keys_dir=current.keys_dir,
+        policy_path=policy,
+        store_url=current.store,
+        settings=current,
+        audit_log=audit_log,
     )
     group = group_id(socket_group) if socket_group is not None else None
 

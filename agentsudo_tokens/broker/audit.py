@@ -1,0 +1,428 @@
+"""The broker's audit: every issuance, refusal, revocation, elevation and policy reload, chained,
+with the chain's head signed by the broker's key.
+
+    audit = BrokerAudit(keys_dir / "broker-audit.jsonl", signing_key, issuer="agentsudo")
+    audit.issued(caller, grant, minted.claims, once=False)   # one line in the hash chain
+    audit.seal()                                             # a signed head over it all
+    report = verify_audit("broker-audit.jsonl", keys)        # with the public keys alone
+
+Events are lines of ``audit_file``'s chain (the same format, so ``agentsudo
+audit verify`` and ``audit show`` read them), with broker ``outcome`` values:
+``broker_started``, ``broker_stopped``, ``issued``, ``broker_refused``,
+``revoked``, ``policy_reloaded``, ``policy_reload_failed``,
+``elevation_requested``, ``elevation_answered``, and ``head``. ``caller`` is
+``uid:N`` (the socket's peer) or ``credential:NAME`` (over TCP); no event holds
+a token or a key.
+
+A ``head`` line carries ``head``: a compact JWS, header ``{"alg", "typ":
+"audit-head+jwt", "kid"}``, claims ``{"iss", "iat", "chain", "lines"}``:
+the hash of the line before it (its ``prev``) and how many lines precede it,
+signed with the broker's token key. The broker writes one after starting,
+every ``HEAD_EVERY`` events, every ``HEAD_INTERVAL`` seconds with events
+unsigned, and when it stops. ``verify_audit`` checks every head's signature
+against the JWKS and that it matches the chain at its place: a line changed,
+added or removed before a signed head is detected even if every hash after it
+was recomputed (that needs the key). Lines after the last signed head are only
+chained: the report counts them; a truncated file, or a tail rewritten together
+with the heads in it, shows as fewer signed lines, not as tampering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..audit_file import AuditFile, verify_chain
+from ..errors import (
+    AgentSudoError,
+    BadSignatureError,
+    ConfigError,
+    InvalidTokenError,
+    MalformedTokenError,
+    StoreUnavailableError,
+    UnknownKeyError,
+)
+from ..jws import decode_json_part, encode, split
+
+if TYPE_CHECKING:
+    from ..jwks import KeySource
+    from ..keys import SigningKey
+    from .policy import Caller, Grant
+
+__all__ = [
+    "AUDIT_FILE",
+    "HEAD_EVERY",
+    "HEAD_INTERVAL",
+    "HEAD_TYPE",
+    "AuditReport",
+    "BrokerAudit",
+    "SignedHead",
+    "parse_head",
+    "principal",
+    "verify_audit",
+]
+
+AUDIT_FILE = "broker-audit.jsonl"  # in the key directory unless --audit-log says otherwise
+HEAD_TYPE = "audit-head+jwt"
+HEAD_EVERY = 100  # events between signed heads, at most
+HEAD_INTERVAL = 60.0  # seconds an event waits for a signed head, at most (while serving)
+MAX_HEAD_BYTES = 4096
+_HEADER = frozenset({"alg", "typ", "kid"})
+_CLAIMS = frozenset({"iss", "iat", "chain", "lines"})
+_MAX_ACTION = 200
+_log = logging.getLogger("agentsudo.broker")
+
+
+def _now() -> str:
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    return now.replace("+00:00", "Z")
+
+
+def principal(caller: Caller | None) -> str | None:
+    """The caller as the policy names it: ``uid:N``, ``credential:NAME``, or ``None``."""
+    if caller is None:
+        return None
+    if caller.uid is not None:
+        return f"uid:{caller.uid}"
+    if caller.credential is not None:
+        return f"credential:{caller.credential}"
+    return None
+
+
+class BrokerAudit:
+    """The broker's events, appended to its hash-chained file, with signed heads.
+
+    :param every: at most this many events between two signed heads.
+    :raises ConfigError: the file cannot be opened or trusted (``audit_file``'s rules).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        key: SigningKey,
+        *,
+        issuer: str,
+        every: int = HEAD_EVERY,
+        interval: float = HEAD_INTERVAL,
+    ) -> None:
+        self.path = Path(path)
+        self.file = AuditFile(self.path)
+        self.file.open()  # a bad path stops the broker before it serves
+        self.every = every
+        self.interval = interval
+        self._key = key
+        self._issuer = issuer
+        self._lock = threading.Lock()
+        self._unsigned = 0
+
+    def __repr__(self) -> str:
+        return f"BrokerAudit({str(self.path)!r})"
+
+    # -- writing ------------------------------------------------------------------
+
+    def record(self, outcome: str, **fields: Any) -> None:
+        """Append one event (``None`` fields left out); a signed head follows every ``every``.
+
+        :raises StoreUnavailableError: the file cannot be written: the request fails closed.
+        """
+        event = {"time": _now(), "outcome": outcome}
+        event.update((name, value) for name, value in fields.items() if value is not None)
+        try:
+            self.file.append(event)
+        except AgentSudoError as exc:
+            _log.error("audit: %s", exc)
+            raise StoreUnavailableError(
+                "the broker cannot write its audit log; see its log"
+            ) from exc
+        with self._lock:
+            self._unsigned += 1
+            due = self._unsigned >= self.every
+        if due:
+            self.seal()
+
+    def _sign(self, chain: str, lines: int) -> dict[str, Any]:
+        header = {"alg": self._key.alg, "typ": HEAD_TYPE, "kid": self._key.kid}
+        claims = {"iss": self._issuer, "iat": int(time.time()), "chain": chain, "lines": lines}
+        return {"head": encode(header, claims, self._key)}
+
+    def seal(self) -> None:
+        """Append a head signing the chain so far.
+
+        :raises StoreUnavailableError: the file cannot be written.
+        """
+        with self._lock:
+            unsigned, self._unsigned = self._unsigned, 0
+        try:
+            self.file.append({"time": _now(), "outcome": "head"}, seal=self._sign)
+        except AgentSudoError as exc:
+            with self._lock:
+                self._unsigned += unsigned
+            _log.error("audit: %s", exc)
+            raise StoreUnavailableError(
+                "the broker cannot write its audit log; see its log"
+            ) from exc
+
+    def seal_if_unsigned(self) -> None:
+        """A signed head, if any event came since the last one."""
+        with self._lock:
+            pending = self._unsigned > 0
+        if pending:
+            self.seal()
+
+    async def keep_signing(self) -> None:
+        """Every ``interval`` seconds, sign the head if events came (until cancelled)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.seal_if_unsigned()
+            except AgentSudoError:
+                pass  # logged by seal; tried again next time
+
+    def _quietly(self, outcome: str, **fields: Any) -> None:
+        """An event no request waits on: a failure is logged (by ``record``), not raised."""
+        try:
+            self.record(outcome, **fields)
+        except AgentSudoError:
+            pass
+
+    # -- the broker's events ---------------------------------------------------------
+
+    def started(self, policy: Path | None) -> None:
+        """The broker starts serving: an event, and a head signing everything before it."""
+        self.record(
+            "broker_started",
+            pid=os.getpid(),
+            uid=os.geteuid(),
+            policy=str(policy.absolute()) if policy is not None else "dev",
+            kid=self._key.kid,
+        )
+        self.seal()
+
+    def stopped(self) -> None:
+        """The broker stops: an event, and the last signed head."""
+        self._quietly("broker_stopped", pid=os.getpid())
+        try:
+            self.seal()
+        except AgentSudoError:
+            pass
+
+    def issued(
+        self, caller: Caller, grant: Grant, claims: Mapping[str, Any], *, once: bool
+    ) -> None:
+        """A token was minted for ``caller`` (recorded before it is handed out)."""
+        audience = grant.audience if isinstance(grant.audience, str) else list(grant.audience)
+        self.record(
+            "issued",
+            agent=grant.agent,
+            jti=claims.get("jti"),
+            scopes=list(grant.scopes),
+            ttl=grant.ttl,
+            audience=audience,
+            once=once or None,
+            caller=principal(caller),
+        )
+
+    def refused(
+        self,
+        caller: Caller | None,
+        action: str,
+        reason: str,
+        *,
+        agent: str | None = None,
+        asked: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A request refused: who asked (``None``: not identified), what, and the one-line why."""
+        if agent is None and asked is not None and isinstance(asked.get("agent"), str):
+            agent = asked["agent"]
+        self.record(
+            "broker_refused",
+            action=action[:_MAX_ACTION],
+            agent=agent,
+            asked=dict(asked) if asked else None,
+            reason=reason,
+            caller=principal(caller),
+        )
+
+    def revoked(self, caller: Caller, kind: str, target: str, reason: str | None) -> None:
+        """A revocation by an admin: of an ``agent`` (``kind``), else of one token's ``jti``."""
+        self.record(
+            "revoked",
+            kind=kind,
+            agent=target if kind == "agent" else None,
+            jti=None if kind == "agent" else target,
+            reason=reason,
+            caller=principal(caller),
+        )
+
+    def reloaded(self, policy: Path | None, problem: str | None = None) -> None:
+        """The policy was read again (``problem``: refused, the previous one stays)."""
+        where = str(policy.absolute()) if policy is not None else "dev"
+        if problem is None:
+            self._quietly("policy_reloaded", policy=where)
+        else:
+            self._quietly("policy_reload_failed", policy=where, reason=problem)
+
+    def elevation(
+        self, outcome: str, caller: Caller | None, request_id: str, **fields: Any
+    ) -> None:
+        """An elevation filed (``elevation_requested``) or answered (``elevation_answered``)."""
+        self.record(outcome, request=request_id, caller=principal(caller), **fields)
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+# -- checking (anyone with the public keys) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A head's verified claims: who signed it, when, and the chain it covers."""
+
+    kid: str
+    issuer: str
+    iat: int
+    chain: str
+    lines: int
+
+
+def _malformed(message: str) -> MalformedTokenError:
+    return MalformedTokenError(f"audit head: {message}")
+
+
+def parse_head(text: object, keys: KeySource) -> SignedHead:
+    """Verify a head's signature and shape strictly.
+
+    :raises MalformedTokenError: not a compact JWS of at most ``MAX_HEAD_BYTES``, a header
+        other than ``alg``/``typ``/``kid``, ``typ`` not ``audit-head+jwt``, ``alg`` not the
+        key's, claims other than ``iss iat chain lines``.
+    :raises UnknownKeyError: ``kid`` names no key in ``keys``.
+    :raises BadSignatureError: the signature does not verify.
+    :raises KeysUnavailableError: ``keys`` cannot be had now.
+    """
+    if not isinstance(text, str) or len(text) > MAX_HEAD_BYTES:
+        raise _malformed(f"expected a JWS of at most {MAX_HEAD_BYTES} characters")
+    parts = split(text)
+    header = decode_json_part(parts.header, "audit head header")
+    if set(header) != _HEADER:
+        raise _malformed("expected a header of exactly alg, typ and kid")
+    typ, kid, alg = header["typ"], header["kid"], header["alg"]
+    if typ != HEAD_TYPE:
+        raise _malformed(f"expected typ {HEAD_TYPE!r}")
+    if not isinstance(kid, str) or not 0 < len(kid) <= 128:
+        raise _malformed("expected kid as a short string")
+    key = keys.get(kid)
+    if key is None:
+        raise UnknownKeyError(
+            f"audit head: signed by key {kid!r}, which the JWKS does not hold",
+            expected="a known kid",
+            found=kid,
+        )
+    if alg != key.alg:
+        raise _malformed(f"expected alg {key.alg!r} for key {kid!r}")
+    if not key.verify(parts.signing_input, parts.signature_bytes()):
+        raise BadSignatureError(
+            f"audit head: the signature by key {kid!r} does not verify",
+            expected=kid,
+            found="invalid signature",
+        )
+    claims = decode_json_part(parts.payload, "audit head payload")
+    if set(claims) != _CLAIMS:
+        raise _malformed("expected exactly the claims iss, iat, chain, lines")
+    issuer, iat, chain, lines = claims["iss"], claims["iat"], claims["chain"], claims["lines"]
+    if not isinstance(issuer, str) or not isinstance(chain, str):
+        raise _malformed("expected iss and chain as strings")
+    if type(iat) is not int or type(lines) is not int or iat < 0 or lines < 0:
+        raise _malformed("expected iat and lines as whole numbers")
+    return SignedHead(kid, issuer, iat, chain, lines)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What ``verify_audit`` found: the chain's report plus its signed heads.
+
+    ``unsigned`` counts the lines after the last signed head (every line when there
+    is none): they are chained, but nothing signed vouches for them yet.
+    """
+
+    ok: bool
+    events: int
+    head: str
+    bad_line: int | None = None
+    problem: str | None = None
+    signed_heads: int = 0
+    last_signed_line: int | None = None
+    last_signed_at: int | None = None  # the head's iat (seconds since the epoch)
+    unsigned: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def verify_audit(
+    path: str | os.PathLike[str],
+    keys: KeySource | None = None,
+    *,
+    load_keys: Callable[[], KeySource] | None = None,
+) -> AuditReport:
+    """Check the chain and every signed head in it against ``keys``.
+
+    ``load_keys`` instead of ``keys`` is called at the first head, so a file
+    without heads (the guard's audit) needs no keys. With neither, a head is a
+    ``ConfigError``.
+
+    :raises ConfigError: the file cannot be read or trusted, or the keys cannot be had.
+    """
+    source: list[KeySource] = []
+    heads: list[tuple[int, SignedHead]] = []
+
+    def key_source() -> KeySource:
+        if not source:
+            if keys is not None:
+                source.append(keys)
+            elif load_keys is not None:
+                source.append(load_keys())
+            else:
+                raise ConfigError("the audit log has signed heads: give the JWKS to check them")
+        return source[0]
+
+    def check(number: int, fields: dict[str, Any]) -> str | None:
+        if fields.get("outcome") != "head":
+            return None
+        try:
+            head = parse_head(fields.get("head"), key_source())
+        except InvalidTokenError as exc:
+            return f"a signed head that does not verify: {exc}"
+        if head.chain != fields.get("prev"):
+            return "a signed head that does not match the chain: lines before it were rewritten"
+        if head.lines != number - 1:
+            return (
+                f"a signed head for {head.lines} lines at line {number}: "
+                "lines before it were added or removed"
+            )
+        heads.append((number, head))
+        return None
+
+    chain = verify_chain(path, check=check)
+    last_line, last = heads[-1] if heads else (None, None)
+    return AuditReport(
+        ok=chain.ok,
+        events=chain.events,
+        head=chain.head,
+        bad_line=chain.bad_line,
+        problem=chain.problem,
+        signed_heads=len(heads),
+        last_signed_line=last_line,
+        last_signed_at=last.iat if last is not None else None,
+        unsigned=chain.events - (last_line or 0),
+    )
