@@ -331,6 +331,67 @@ async def _revoke(request: Request, broker: _Broker) -> Response:
     return JSONResponse(body, status_code=201)
 
 
+class _AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    reason: str | None = Field(default=None, max_length=1000)
+    by: str | None = Field(default=None, max_length=200)  # a name shown beside the caller's
+
+
+def _request_id(request: Request) -> str:
+    return str(request.path_params["request_id"])
+
+
+async def _approvals(request: Request, broker: _Broker) -> Response:
+    """Every request waiting for a human, whole (admins only)."""
+    from ..approvals import pending
+
+    _admin(request, broker)
+    waiting = await asyncio.to_thread(pending, broker.store)
+    body = {"approvals": [item.to_dict() for item in waiting]}
+    return JSONResponse(body, headers={"cache-control": "no-store"})
+
+
+async def _approval(request: Request, broker: _Broker) -> Response:
+    """One waiting request, whole (admins only)."""
+    from ..approvals import lookup
+
+    _admin(request, broker)
+    found = await asyncio.to_thread(lookup, broker.store, _request_id(request))
+    return JSONResponse(found.to_dict(), headers={"cache-control": "no-store"})
+
+
+async def _answer(request: Request, broker: _Broker, approved: bool) -> Response:
+    """Approve or deny one waiting request; the broker records who answered (admins only)."""
+    from ..approvals import approve, deny
+
+    caller = _admin(request, broker)
+    asked = _model(_AnswerRequest, await _json_body(request, broker))
+    for name in ("reason", "by"):
+        text = getattr(asked, name)
+        if text is not None and not text.isprintable():
+            raise Problem(400, "invalid-request", f"{name}: expected printable text")
+    who = _describe(caller) if asked.by is None else f"{_describe(caller)} as {asked.by!r}"
+    request_id = _request_id(request)
+    if approved:
+        answered = await asyncio.to_thread(approve, broker.store, request_id, by=who)
+    else:
+        answered = await asyncio.to_thread(
+            deny, broker.store, request_id, by=who, reason=asked.reason
+        )
+    verb = "approved" if approved else "denied"
+    _log.warning("%s %s approval request %s", who, verb, request_id)
+    return JSONResponse(answered.to_dict(), headers={"cache-control": "no-store"})
+
+
+async def _approve(request: Request, broker: _Broker) -> Response:
+    return await _answer(request, broker, True)
+
+
+async def _deny(request: Request, broker: _Broker) -> Response:
+    return await _answer(request, broker, False)
+
+
 class _ElevationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -453,6 +514,10 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/v1/tokens", _endpoint(_issue), methods=["POST"]),
         Route("/v1/revocations", _endpoint(_revocation_list), methods=["GET"]),
         Route("/v1/revocations", _endpoint(_revoke), methods=["POST"]),
+        Route("/v1/approvals", _endpoint(_approvals), methods=["GET"]),
+        Route("/v1/approvals/{request_id}", _endpoint(_approval), methods=["GET"]),
+        Route("/v1/approvals/{request_id}/approve", _endpoint(_approve), methods=["POST"]),
+        Route("/v1/approvals/{request_id}/deny", _endpoint(_deny), methods=["POST"]),
         Route("/v1/elevations", _endpoint(_file_elevation), methods=["POST"]),
         Route("/v1/elevations/{request_id}", _endpoint(_elevation), methods=["GET"]),
     ]
