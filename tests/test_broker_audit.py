@@ -342,3 +342,38 @@ def test_a_caller_without_a_credential_over_tcp_is_audited(root: Path) -> None:
     assert refused[0]["action"] == "POST /v1/tokens" and refused[0]["reason"].startswith(
         "credential: "
     )
+
+
+def test_an_elevation_is_audited_from_request_to_its_token(broker: Broker) -> None:
+    from agentsudo_tokens.approvals import canonical_arguments
+    from agentsudo_tokens.broker.client import BrokerClient
+    from agentsudo_tokens.errors import AgentSudoError
+
+    minted = broker.client.issue("SupportBot")
+    ask = {"token": minted["token"], "function": "delete_customer"}
+    ask["arguments"] = canonical_arguments({"customer_id": "c-4242"})
+    filed = broker.client.request("POST", "/v1/elevations", ask | {"scope": "delete:customer"})
+    broker.client.approve(filed["id"])
+    answer = BrokerClient(broker.address, credential=minted["token"]).request(
+        "GET", f"/v1/elevations/{filed['id']}"
+    )
+    assert answer["status"] == "approved"
+    with pytest.raises(AgentSudoError):  # not a scope its policy keeps for a human
+        broker.client.request("POST", "/v1/elevations", ask | {"scope": "write:refunds"})
+    assert broker.stop() == 0
+    log = broker.root / "keys" / "broker-audit.jsonl"
+    events = {e["outcome"]: e for e in _lines(log)}
+    requested, answered = events["elevation_requested"], events["elevation_answered"]
+    assert requested["request"] == answered["request"] == filed["id"]
+    assert (requested["agent"], requested["jti"]) == ("SupportBot", minted["jti"])
+    assert (requested["scope"], requested["function"]) == ("delete:customer", "delete_customer")
+    assert len(requested["arguments_sha256"]) == 64 and "c-4242" not in log.read_text()
+    assert answered["approved"] is True and answered["caller"] == f"uid:{ME}"
+    assert events["elevation_issued"]["request"] == filed["id"]
+    refused = events["broker_refused"]
+    assert (refused["action"], refused["agent"]) == ("elevation", "SupportBot")
+    assert (
+        answer["elevation_token"] not in log.read_text() and minted["token"] not in log.read_text()
+    )
+    done = verify(log, _jwks_alone(broker.root), "--all-signed")
+    assert done.returncode == 0, done.stderr

@@ -381,6 +381,7 @@ async def _answer(request: Request, broker: _Broker, approved: bool) -> Response
         )
     verb = "approved" if approved else "denied"
     _log.warning("%s %s approval request %s", who, verb, request_id)
+    broker.audit.answered(caller, answered, approved=approved, by=who, reason=asked.reason)
     return JSONResponse(answered.to_dict(), headers={"cache-control": "no-store"})
 
 
@@ -439,11 +440,14 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
             )
         )
     except TooManyPendingError as exc:
+        broker.audit.refused(None, "elevation", str(exc), agent=claims.subject)
         raise Problem(429, "too-many-requests", str(exc)) from None
     except AgentSudoError as exc:
         _log.warning("refused an elevation request of %r: %s", claims.subject, exc)
+        broker.audit.refused(None, "elevation", str(exc), agent=claims.subject)
         raise
     _log.warning("agent %r asks for %r: request %s", claims.subject, asked.scope, filed.id)
+    broker.audit.requested(filed)
     body = {"id": filed.id, "expires_at": filed.expires_at}
     return JSONResponse(body, status_code=202, headers={"cache-control": "no-store"})
 
@@ -472,6 +476,7 @@ async def _elevation(request: Request, broker: _Broker) -> Response:
     )
     if answer["status"] == "approved":
         _log.warning("elevation token for request %s handed to %r", request_id, claims.subject)
+        broker.audit.elevation("elevation_issued", None, request_id, agent=claims.subject)
     return JSONResponse(answer, headers={"cache-control": "no-store"})
 
 

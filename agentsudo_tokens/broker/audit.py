@@ -10,9 +10,10 @@ Events are lines of ``audit_file``'s chain (the same format, so ``agentsudo
 audit verify`` and ``audit show`` read them), with broker ``outcome`` values:
 ``broker_started``, ``broker_stopped``, ``issued``, ``broker_refused``,
 ``revoked``, ``policy_reloaded``, ``policy_reload_failed``,
-``elevation_requested``, ``elevation_answered``, and ``head``. ``caller`` is
-``uid:N`` (the socket's peer) or ``credential:NAME`` (over TCP); no event holds
-a token or a key.
+``elevation_requested``, ``elevation_answered``, ``elevation_issued``, and
+``head``. ``caller`` is ``uid:N`` (the socket's peer) or ``credential:NAME``
+(over TCP); no event holds a token or a key (an elevation's arguments appear
+by their hash).
 
 A ``head`` line carries ``head``: a compact JWS, header ``{"alg", "typ":
 "audit-head+jwt", "kid"}``, claims ``{"iss", "iat", "chain", "lines"}``:
@@ -53,6 +54,7 @@ from ..errors import (
 from ..jws import decode_json_part, encode, split
 
 if TYPE_CHECKING:
+    from ..approvals import ApprovalRequest
     from ..jwks import KeySource
     from ..keys import SigningKey
     from .policy import Caller, Grant
@@ -273,8 +275,46 @@ class BrokerAudit:
     def elevation(
         self, outcome: str, caller: Caller | None, request_id: str, **fields: Any
     ) -> None:
-        """An elevation filed (``elevation_requested``) or answered (``elevation_answered``)."""
+        """An event of elevation request ``request_id``: ``elevation_requested``,
+        ``elevation_answered``, ``elevation_issued`` (its one-shot token handed out)."""
         self.record(outcome, request=request_id, caller=principal(caller), **fields)
+
+    def requested(self, filed: ApprovalRequest) -> None:
+        """An agent's token asked for one call (the arguments by their hash)."""
+        self.elevation(
+            "elevation_requested",
+            None,
+            filed.id,
+            agent=filed.agent,
+            jti=filed.jti,
+            scope=filed.scope,
+            function=filed.function,
+            arguments_sha256=filed.arguments_sha256,
+            reason=filed.reason or None,
+        )
+
+    def answered(
+        self,
+        caller: Caller,
+        request: ApprovalRequest,
+        *,
+        approved: bool,
+        by: str,
+        reason: str | None,
+    ) -> None:
+        """An admin approved or denied elevation request ``request``."""
+        self.elevation(
+            "elevation_answered",
+            caller,
+            request.id,
+            approved=approved,
+            agent=request.agent,
+            scope=request.scope,
+            function=request.function,
+            arguments_sha256=request.arguments_sha256,
+            by=by,
+            reason=reason,
+        )
 
     def close(self) -> None:
         """Close the file."""

@@ -22,6 +22,7 @@ BROKER_OUTCOMES = (  # the broker's audit (agentsudo serve --audit-log)
     "revoked",
     "elevation_requested",
     "elevation_answered",
+    "elevation_issued",
     "policy_reloaded",
     "policy_reload_failed",
     "broker_started",
