@@ -155,7 +155,8 @@ class Broker:
             env.pop(name, None)
         return subprocess.Popen(
             [sys.executable, "-c", AGENT, customer, str(timeout), *[notified][: bool(notified)]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.root,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=home(self.root),
         )  # fmt: skip
 
     def waiting(self, agent: str = "SupportBot") -> dict[str, Any]:
@@ -182,6 +183,13 @@ class Broker:
             self.reader.join(timeout=30)
             assert self.process.stderr is not None
             self.process.stderr.close()
+
+
+def home(root: Path) -> Path:
+    """The agent's working directory: no key directory, no state file, only the broker."""
+    path = root / "agent-home"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -573,7 +581,8 @@ def test_in_dev_mode_any_scope_may_be_asked_and_this_user_answers(tmp_path: Path
             env.pop(name, None)
         agent = subprocess.Popen(
             [sys.executable, "-c", AGENT, "c-5", str(WAIT)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=home(tmp_path),
         )  # fmt: skip
         try:
             while not (found := client.request("GET", "/v1/approvals")["approvals"]):
@@ -629,7 +638,8 @@ def test_an_async_call_waits_without_blocking_its_loop(broker: Broker) -> None:
         env.pop(name, None)
     agent = subprocess.Popen(
         [sys.executable, "-c", ASYNC_AGENT, "c-3", str(WAIT)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=broker.root,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=home(broker.root),
     )  # fmt: skip
     try:
         shown = broker.waiting()
