@@ -145,5 +145,61 @@ def test_runtime_dependencies_are_the_ones_the_package_imports() -> None:
                     imported.add(node.module.split(".")[0])
     third_party = {name for name in imported - ours if name not in sys.stdlib_module_names}
     assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
-    extras = {"redis", "anyio", "starlette", "uvicorn"}  # a store URL, a caller, or `serve` ([broker])
+    extras = {
+        "redis",
+        "anyio",
+        "starlette",
+        "uvicorn",
+    }  # a store URL, a caller, or `serve` ([broker])
     assert third_party - extras <= declared, sorted(third_party - extras - declared)
+
+
+def _package_imports(package: Path) -> dict[str, set[str]]:
+    """Each module of ``package`` and the package modules it imports, at any depth, typing too."""
+    files = {
+        p: ".".join(p.relative_to(package.parent).with_suffix("").parts)
+        for p in package.rglob("*.py")
+    }
+    names = {name.removesuffix(".__init__") for name in files.values()}
+    graph: dict[str, set[str]] = {}
+    for path, dotted in files.items():
+        me = dotted.removesuffix(".__init__")
+        here = me if path.name == "__init__.py" else me.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names if alias.name in names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    found.add(full if full in names else base)
+        # the package face re-exporting its children, and importing the face, name no layer
+        graph[me] = {
+            m
+            for m in found & names
+            if m != me
+            and m != package.name
+            and not me.startswith(m + ".")
+            and not (path.name == "__init__.py" and m.startswith(me + "."))
+        }
+    return graph
+
+
+def test_the_library_has_no_import_cycles() -> None:
+    """Modules import only those below them: no circle, even through a lazy or typing import."""
+    graph = _package_imports(ROOT / "agentsudo_tokens")
+    in_a_cycle = []
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph.get(module, ()))
+        if start in seen:
+            in_a_cycle.append(start)
+    assert sorted(in_a_cycle) == []
