@@ -18,12 +18,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .audit_file import AuditFile
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 __all__ = ["AuditEvent", "LOGGER_NAME", "logger", "set_audit_log"]
 
@@ -40,6 +37,19 @@ _LEVELS = {
     "session_start": logging.DEBUG,
     "session_end": logging.DEBUG,
 }
+
+
+class _Actor(Protocol):
+    """What an event records of the acting agent (an ``Agent`` is one; audit never imports it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def jti(self) -> str | None: ...
+
+    @property
+    def signed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class AuditEvent:
 
 def _event(
     outcome: str,
-    agent: Agent | None,
+    agent: _Actor | None,
     scope: str | None,
     function: str | None,
     reason: str | None,
@@ -147,7 +157,7 @@ def _listening(level: int) -> bool:
 
 def record(
     outcome: str,
-    agent: Agent | None,
+    agent: _Actor | None,
     scope: str | None = None,
     function: str | None = None,
     reason: str | None = None,
@@ -179,6 +189,6 @@ def record(
     )
 
 
-def emit_session(outcome: str, agent: Agent) -> None:
+def emit_session(outcome: str, agent: _Actor) -> None:
     """Record a session start or end."""
     record(outcome, agent)

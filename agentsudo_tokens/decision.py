@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextvars
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import audit
 from .agent import _Active, _active_session, _policy, recheck_session, refused_since
+from .approval_context import ApprovalContext
 from .errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -42,32 +42,6 @@ if TYPE_CHECKING:
     OnDeny: TypeAlias = Literal["raise", "log", "ask"] | Approver | Ask
 else:  # at run time without Ask: importing elevation waits until a guard asks
     OnDeny = Literal["raise", "log", "ask"] | Approver
-
-
-@dataclass(frozen=True)
-class ApprovalContext(Mapping[str, Any]):
-    """What an approver sees of the call: the function and its arguments by name.
-
-    Also readable as a mapping (``context["function"]``, ``context["args"]``,
-    ``context["kwargs"]``), as the original library passed it.
-    """
-
-    function: str
-    arguments: Mapping[str, Any]
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    reason: str = "not granted"
-
-    def __getitem__(self, key: str) -> Any:
-        if key in ("function", "arguments", "args", "kwargs", "reason"):
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(("function", "arguments", "args", "kwargs", "reason"))
-
-    def __len__(self) -> int:
-        return 5
 
 
 class _Denial:

@@ -59,8 +59,8 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .approval_context import ApprovalContext
     from .broker.elevation import ElevationWaiting
-    from .decision import ApprovalContext
     from .store import Store
 
 __all__ = ["Ask", "ask"]

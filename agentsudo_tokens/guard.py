@@ -15,6 +15,7 @@ async generators, keeping name, signature, docstring and coroutine-ness.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import time
@@ -27,7 +28,7 @@ from .decision import OnDeny, Policy, evaluate
 from .errors import ConfigError
 from .scopes import validate_required_scope
 
-__all__ = ["OnDeny", "check_scope", "sudo"]
+__all__ = ["Adapter", "OnDeny", "check_scope", "register_adapter", "sudo"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,8 +37,46 @@ _log_enabled = audit.logger.isEnabledFor
 _sinks = audit._sinks
 
 
-def _is_langchain_tool(obj: object) -> bool:
-    return any(c.__module__.startswith("langchain_core.tools") for c in type(obj).__mro__)
+Adapter = Callable[[Any, str, OnDeny], Any]
+"""Guards one framework object (a LangChain tool, ...): ``adapter(obj, scope, on_deny)``."""
+
+_adapters: dict[str, Adapter] = {}
+# The integration that adapts a framework's objects, by the module their classes come from. It
+# registers its adapter when imported; if it was not, `@sudo` loads it by this name the first
+# time such an object is met, so `@sudo` over a LangChain tool needs no extra import.
+_INTEGRATIONS = {"langchain_core.tools": "agentsudo_tokens.integrations.langchain"}
+
+
+def register_adapter(module: str, adapter: Adapter) -> None:
+    """Let ``@sudo`` guard objects whose class comes from ``module`` (or below) with ``adapter``.
+
+    An integration calls this when imported, so the core never imports it
+    (``integrations.langchain`` registers ``guard_tool`` for ``langchain_core.tools``).
+    """
+    _adapters[module] = adapter
+
+
+def _framework_of(obj: object) -> str | None:
+    """The registered or known framework module that ``obj``'s class (or a base) comes from."""
+    modules = [cls.__module__ for cls in type(obj).__mro__]
+    for framework in (*_adapters, *_INTEGRATIONS):
+        if any(m == framework or m.startswith(framework + ".") for m in modules):
+            return framework
+    return None
+
+
+def _adapter(framework: str) -> Adapter:
+    """The adapter for ``framework``, loading its integration if it has not registered yet.
+
+    :raises ConfigError: the integration did not register an adapter (fail closed).
+    """
+    adapter = _adapters.get(framework)
+    if adapter is None and framework in _INTEGRATIONS:
+        importlib.import_module(_INTEGRATIONS[framework])  # it registers itself
+        adapter = _adapters.get(framework)
+    if adapter is None:
+        raise ConfigError(f"@sudo: no adapter registered for objects from {framework}")
+    return adapter
 
 
 def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -58,10 +97,9 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if isinstance(func, staticmethod | classmethod):
             return type(func)(decorate(func.__func__))
-        if _is_langchain_tool(func):
-            from .integrations.langchain import guard_tool
-
-            return guard_tool(func, scope, on_deny=on_deny)  # type: ignore[type-var]
+        framework = _framework_of(func)
+        if framework is not None:
+            return cast(Callable[P, R], _adapter(framework)(func, scope, on_deny))
         if not callable(func):
             raise ConfigError(f"@sudo expects a callable, found {type(func).__name__}")
         name = getattr(func, "__qualname__", repr(func))

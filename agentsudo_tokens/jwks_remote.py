@@ -51,8 +51,8 @@ from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, KeysUnavailableError
-from .jwks import MAX_JWKS_BYTES, KeySet
 from .keys import PublicKey
+from .keyset import MAX_JWKS_BYTES, KeySet
 
 __all__ = ["JwksUrl", "is_loopback_host", "serve_jwks"]
 

@@ -43,7 +43,7 @@ from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 
 from ..decision import OnDeny
 from ..errors import ConfigError, PermissionDeniedError
-from ..guard import sudo
+from ..guard import register_adapter, sudo
 
 __all__ = ["ToolPermissionDenied", "guard_tool", "report_denials"]
 
@@ -169,3 +169,11 @@ def guard_tool(tool: T, scope: str, *, on_deny: OnDeny = "raise") -> T:
     """
     guard = sudo(scope, on_deny=on_deny)
     return _rewrap(tool, lambda func: _reporting(guard(func)), "@sudo")
+
+
+def _adapt(tool: Any, scope: str, on_deny: OnDeny) -> Any:
+    """``@sudo(scope)`` applied to a LangChain tool (registered with the guard below)."""
+    return guard_tool(tool, scope, on_deny=on_deny)
+
+
+register_adapter("langchain_core.tools", _adapt)
