@@ -519,8 +519,18 @@ class ElevationWaiting:
         return answer if isinstance(answer, dict) else {}
 
     def poll(self) -> Verdict | None:
-        """``None`` while the request waits; else how it ended."""
-        answer = self._status()
+        """``None`` while the request waits; else how it ended.
+
+        A broker that cannot be reached for a moment (a restart) is still waited
+        for: the request is in its store, and the caller's deadline still ends the
+        wait (a refusal), so this fails closed all the same.
+        """
+        from .client import BrokerUnavailableError
+
+        try:
+            answer = self._status()
+        except BrokerUnavailableError:
+            return None
         status = answer.get("status")
         request_id = self.request_id
         if status == "pending":
