@@ -240,7 +240,7 @@ def _revoke_by_broker(
         click.echo(json.dumps(payload))
         return
     if kind == "agent":
-        what = f"every token of agent {revoked!r} issued until now"
+        what = f"every token of agent {revoked!r} issued until now (and the leeway after)"
     else:
         what = f"token {revoked!r}"
     where = f"the broker at {client.address}"
