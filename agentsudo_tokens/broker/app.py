@@ -26,7 +26,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -43,9 +43,13 @@ from ..store import default_store_url as _default_store_url
 from ..verifier import Verifier
 from .audit import AUDIT_FILE, BrokerAudit
 from .devmode import DevPolicy
+from .notify import Notifier
 from .peer import peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
+
+if TYPE_CHECKING:
+    from ..approvals import ApprovalRequest
 
 __all__ = ["BROKER_AUDIENCE", "BrokerConfig", "create_app"]
 
@@ -82,6 +86,14 @@ class _Broker:
         self.credentials = Verifier(self.keys.public_keys(), audience=BROKER_AUDIENCE)
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
         self.audit = BrokerAudit(audit_log, self.issuer.key, issuer=settings.issuer)
+        self.notifier = Notifier(on_failure=self._notify_failed)
+
+    def _notify_failed(self, request: ApprovalRequest, why: str) -> None:
+        """The policy's webhook was not told of ``request`` (it still waits for an admin)."""
+        with contextlib.suppress(AgentSudoError):  # logged by the audit itself
+            self.audit.elevation(
+                "elevation_notify_failed", None, request.id, agent=request.agent, reason=why
+            )
 
     def _load_policy(self) -> Policy | DevPolicy:
         settings = self.config.settings
@@ -103,6 +115,7 @@ class _Broker:
         self.audit.reloaded(self.config.policy_path)
 
     def close(self) -> None:
+        self.notifier.close()
         self.store.close()
         self.audit.close()
 
@@ -448,6 +461,9 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
         raise
     _log.warning("agent %r asks for %r: request %s", claims.subject, asked.scope, filed.id)
     broker.audit.requested(filed)
+    webhook = policy.notify if isinstance(policy, Policy) else None
+    if webhook is not None:  # posted by the notifier's threads: filing never waits for it
+        broker.notifier.submit(webhook, filed)
     body = {"id": filed.id, "expires_at": filed.expires_at}
     return JSONResponse(body, status_code=202, headers={"cache-control": "no-store"})
 

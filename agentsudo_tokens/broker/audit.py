@@ -10,7 +10,8 @@ Events are lines of ``audit_file``'s chain (the same format, so ``agentsudo
 audit verify`` and ``audit show`` read them), with broker ``outcome`` values:
 ``broker_started``, ``broker_stopped``, ``issued``, ``broker_refused``,
 ``revoked``, ``policy_reloaded``, ``policy_reload_failed``,
-``elevation_requested``, ``elevation_answered``, ``elevation_issued``, and
+``elevation_requested``, ``elevation_answered``, ``elevation_issued``,
+``elevation_notify_failed`` (the policy's webhook was not told), and
 ``head``. ``caller`` is ``uid:N`` (the socket's peer) or ``credential:NAME``
 (over TCP); no event holds a token or a key (an elevation's arguments appear
 by their hash).

@@ -10,6 +10,7 @@ The file (DESIGN §12)::
     [broker]
     admins = ["uid:0", "group:sudo"]        # who may approve, deny, revoke (required, not empty)
     default_ttl = "15m"                     # optional: a token's TTL when none is asked for
+    notify = "https://hooks.example/..."    # optional: each elevation request POSTed here
 
     [agents.SupportBot]
     scopes = ["read:orders", "write:refunds"]   # what it may be granted (wildcards allowed)
@@ -310,9 +311,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _webhook(value: object) -> str:
+    """A webhook URL the broker may POST to: https, or plain http to a loopback host only.
+
+    A bad value is shown by its scheme and host alone (a webhook's path is often its secret).
+    """
+    from urllib.parse import urlsplit
+
+    from ..jwks_remote import is_loopback_host
+
+    rule = "an https:// URL (http:// only to a loopback host)"
+    if not isinstance(value, str):
+        raise _Invalid(f"expected {rule}, found {_shown(value)}")
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        host, parts = None, None
+    shown = _shown(f"{parts.scheme}://{host}") if parts and host else "an unusable URL"
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise _Invalid(f"expected {rule} in plain ASCII, found {shown}")
+    if parts is None or not host or parts.username is not None or parts.password is not None:
+        raise _Invalid(f"expected {rule} with a host, a port if any, no credentials, found {shown}")
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(host)):
+        return value
+    raise _Invalid(f"expected {rule}, found {shown}")
+
+
 class _BrokerSection(_Model):
     admins: tuple[Principal, ...]
     default_ttl: int = DEFAULT_TTL
+    notify: str | None = None
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _notify(cls, value: object) -> str:
+        return _webhook(value)
 
     @field_validator("admins", mode="before")
     @classmethod
@@ -493,6 +527,7 @@ class Policy:
     agents: Mapping[str, AgentPolicy]
     default_ttl: int = DEFAULT_TTL
     warnings: tuple[str, ...] = ()
+    notify: str | None = field(default=None, repr=False)  # a webhook for elevation requests
     _grantable: Mapping[str, frozenset[tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )
@@ -689,6 +724,7 @@ def parse_policy(
         agents=parsed.agents,
         default_ttl=parsed.broker.default_ttl,
         warnings=tuple(warnings),
+        notify=parsed.broker.notify,
     )
 
 

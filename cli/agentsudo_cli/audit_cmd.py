@@ -23,6 +23,7 @@ BROKER_OUTCOMES = (  # the broker's audit (agentsudo serve --audit-log)
     "elevation_requested",
     "elevation_answered",
     "elevation_issued",
+    "elevation_notify_failed",
     "policy_reloaded",
     "policy_reload_failed",
     "broker_started",
