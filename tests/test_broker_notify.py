@@ -27,8 +27,8 @@ import pytest
 from broker_harness import Broker, init_keys
 from installed_cli import sh
 
-from agentsudo_tokens.approvals import canonical_arguments
-from agentsudo_tokens.broker.notify import TIMEOUT, WORKERS
+from agentsudo_tokens.approvals import ApprovalRequest, binding, canonical_arguments, text_digest
+from agentsudo_tokens.broker.notify import TIMEOUT, WORKERS, Notifier
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
@@ -283,3 +283,31 @@ def test_an_https_or_loopback_notify_is_accepted(tmp_path: Path, value: str) -> 
     path.write_text(policy(value))
     done = sh("policy", "check", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def approval(number: int) -> ApprovalRequest:
+    """A consistent request, as the broker files one (for the notifier alone)."""
+    arguments = canonical_arguments({"n": number})
+    request_id, digest, now = f"apr_{'x' * 21}{number}", text_digest(arguments), time.time()
+    bound = binding(request_id, "SupportBot", "jti", "delete:customer", "f", digest)
+    return ApprovalRequest(
+        request_id, "SupportBot", "jti", "delete:customer", "f", arguments, digest,
+        "not granted", now, now + 600, bound,
+    )  # fmt: skip
+
+
+def test_a_full_queue_drops_the_notification_and_says_so() -> None:
+    held = Webhook(hold=HOLD)
+    failures: queue.Queue[tuple[str, str]] = queue.Queue()
+    notifier = Notifier(
+        lambda request, why: failures.put((request.id, why)), workers=1, max_queued=1
+    )
+    try:
+        notifier.submit(held.url, approval(1))
+        assert held.next()["agentsudo"]["id"] == approval(1).id  # the one worker sits on it
+        notifier.submit(held.url, approval(2))  # waits in the queue
+        notifier.submit(held.url, approval(3))  # no room: dropped, at once
+        assert failures.get(timeout=WAIT) == (approval(3).id, "the queue is full (1 waiting)")
+    finally:
+        notifier.close()
+        held.close()

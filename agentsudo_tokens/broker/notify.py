@@ -70,7 +70,7 @@ class Notifier:
         try:
             self._jobs.put_nowait((url, request))
         except queue.Full:
-            self._failed(request, f"{self._jobs.maxsize} notifications already waiting")
+            self._failed(request, f"the queue is full ({self._jobs.maxsize} waiting)")
 
     def _work(self) -> None:
         while True:
