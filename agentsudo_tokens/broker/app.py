@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -44,7 +44,7 @@ from ..verifier import Verifier
 from .audit import AUDIT_FILE, BrokerAudit
 from .devmode import DevPolicy
 from .notify import Notifier
-from .peer import peer_of
+from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
 
@@ -69,6 +69,8 @@ class BrokerConfig:
     settings: Settings = field(default_factory=Settings)
     max_body: int = MAX_BODY
     body_timeout: float = BODY_TIMEOUT
+    header_timeout: float = HEADER_TIMEOUT  # for a request head; then the connection is closed
+    peer_connections: int = PEER_CONNECTIONS  # at once, per uid (socket) or address (TCP)
     audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
 
 
@@ -203,6 +205,8 @@ async def _json_body(request: Request, broker: _Broker) -> Any:
         raw = await asyncio.wait_for(read(), broker.config.body_timeout)
     except TimeoutError:
         raise Problem(408, "request-timeout", "the request body came too slowly") from None
+    except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log as an error
+        raise Problem(400, "client-disconnected", "the client left before its body") from None
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):

@@ -107,7 +107,7 @@ def serve(
     """
     import uvicorn
 
-    from .peer import PeerH11Protocol
+    from .peer import peer_protocol
 
     if socket_path is None and listen is None:
         raise ConfigError("give --socket PATH, --listen HOST:PORT, or both")
@@ -129,12 +129,15 @@ def serve(
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                http=PeerH11Protocol,
+                http=peer_protocol(
+                    header_timeout=config.header_timeout, per_peer=config.peer_connections
+                ),
                 lifespan="on",
                 log_level="warning",
                 timeout_keep_alive=5,
                 timeout_graceful_shutdown=10,
-                limit_concurrency=256,
+                limit_concurrency=1024,  # one caller meets peer_connections long before
+                backlog=128,
                 server_header=False,
             )
         )

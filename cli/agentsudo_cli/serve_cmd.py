@@ -49,6 +49,23 @@ from .revoke_cmd import store_option
     help="The broker's hash-chained audit, its head signed [default: "
     "<keys-dir>/broker-audit.jsonl]; check it with agentsudo audit verify.",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection that has not sent a whole request head this long after "
+    "connecting (or after its previous answer).",
+)
+@click.option(
+    "--peer-connections",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Connections one caller may hold at once (one uid on the socket, one address on "
+    "TCP); more are answered 429 and closed.",
+)
 @keys_dir_option
 @store_option
 def serve(
@@ -58,6 +75,8 @@ def serve(
     listen: str | None,
     socket_group: str | None,
     audit_log: Path | None,
+    header_timeout: float,
+    peer_connections: int,
     keys_dir: Path | None,
     store: str | None,
 ) -> None:
@@ -87,6 +106,8 @@ def serve(
         store_url=current.store,
         settings=current,
         audit_log=audit_log,
+        header_timeout=header_timeout,
+        peer_connections=peer_connections,
     )
     group = group_id(socket_group) if socket_group is not None else None
 
