@@ -30,7 +30,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
@@ -188,7 +187,7 @@ class PeerH11Protocol(H11Protocol):
         self._header_timer = None
         if self.cycle is not self._armed_cycle or self.transport.is_closing():
             return
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+        if self.conn.trailing_data[0]:  # no request in this cycle, but bytes of one
             self.transport.write(
                 _refusal(
                     408, "Request Timeout", "request-timeout", "the request head came too slowly"
