@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from .claims import VerifiedClaims
     from .store import Store
 
-__all__ = ["Revocation", "check_revoked", "check_token", "revoke", "revoke_agent", "revoke_token"]
+__all__ = [
+    "Revocation",
+    "agent_cutoff",
+    "check_revoked",
+    "check_token",
+    "revoke",
+    "revoke_agent",
+    "revoke_token",
+]
 
 REVOKED = "revoked:"
 AGENT = "agent-revoked:"
@@ -169,6 +177,20 @@ def revoke_agent(
     entry = json.dumps({"before": before, "at": at, "reason": why})
     store.put(AGENT + agent, entry, expires_at=kept_until)
     return Revocation("agent", agent, why, at, kept_until, before)
+
+
+def agent_cutoff(store: Store, agent: str) -> float | None:
+    """Until when every token of ``agent`` is refused (a kill switch), or ``None``.
+
+    An entry that cannot be read counts as refusing everything (``inf``): fail closed.
+
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    entry = store.get(AGENT + agent)
+    if entry is None:
+        return None
+    before = _agent_cutoff(entry)
+    return float("inf") if before is None else float(before)
 
 
 def _agent_cutoff(entry: str) -> int | None:

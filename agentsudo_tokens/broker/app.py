@@ -23,6 +23,7 @@ import logging
 import os
 import pwd
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from ..config import Settings
 from ..errors import AgentSudoError, ConfigError
 from ..issuer import Issuer
 from ..keydir import KeyDirectory
+from ..revocation import agent_cutoff, iso_time
 from ..store import Store, open_store
 from ..store import default_store_url as _default_store_url
 from ..verifier import Verifier
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["BROKER_AUDIENCE", "BrokerConfig", "create_app"]
 
 BROKER_AUDIENCE = "agentsudo-broker"  # the audience of credentials for the broker itself
+LIST_CACHE = 1.0  # seconds a built revocation list is served again (unless we revoked since)
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0
 _log = logging.getLogger("agentsudo.broker")
@@ -85,7 +88,15 @@ class _Broker:
         self.policy: Policy | DevPolicy = self._load_policy()
         url = config.store_url or _default_store_url(settings.replace(jwks=None))
         self.store: Store = open_store(url)
-        self.credentials = Verifier(self.keys.public_keys(), audience=BROKER_AUDIENCE)
+        self.credentials = Verifier(  # revocable like any token: checked against our store
+            self.keys.public_keys(),
+            issuer=settings.issuer,
+            audience=BROKER_AUDIENCE,
+            leeway=settings.leeway,
+            max_ttl=settings.max_ttl,
+            store=self.store,
+        )
+        self._revocation_list: tuple[float, int, str] | None = None  # (built at, changes, list)
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
         self.audit = BrokerAudit(audit_log, self.issuer.key, issuer=settings.issuer)
         self.notifier = Notifier(on_failure=self._notify_failed)
@@ -266,6 +277,12 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), exc)
         broker.audit.refused(caller, "issue", str(exc), asked=asked.model_dump(exclude_none=True))
         raise
+    cutoff = await asyncio.to_thread(agent_cutoff, broker.store, grant.agent)
+    if cutoff is not None and cutoff >= time.time():  # a kill switch: no token born revoked
+        until = "further notice" if cutoff == float("inf") else iso_time(cutoff)
+        reason = f"every token of agent {grant.agent!r} is revoked until {until}"
+        broker.audit.refused(caller, "issue", reason, asked=asked.model_dump(exclude_none=True))
+        raise Problem(403, "forbidden", reason)
     audience = grant.audience if isinstance(grant.audience, str) else list(grant.audience)
     minted = await asyncio.to_thread(
         broker.issuer.issue,
@@ -305,13 +322,19 @@ async def _revocation_list(request: Request, broker: _Broker) -> Response:
     from ..revocation_list import build_revocation_list
 
     settings = broker.config.settings
-    signed = await asyncio.to_thread(
-        build_revocation_list,
-        broker.store,
-        broker.issuer.key,
-        issuer=settings.issuer,
-        max_ttl=settings.max_ttl,
-    )
+    now, changes = time.monotonic(), broker.store.changes
+    cached = broker._revocation_list
+    if cached is not None and now - cached[0] < LIST_CACHE and cached[1] == changes:
+        signed = cached[2]  # built a moment ago, nothing revoked here since: one build a second
+    else:
+        signed = await asyncio.to_thread(
+            build_revocation_list,
+            broker.store,
+            broker.issuer.key,
+            issuer=settings.issuer,
+            max_ttl=settings.max_ttl,
+        )
+        broker._revocation_list = (now, changes, signed)
     return Response(
         signed,
         media_type="application/revocation-list+jwt",

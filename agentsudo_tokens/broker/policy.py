@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import grp
+import os
 import pwd
 import re
 import tomllib
@@ -734,7 +735,8 @@ def load_policy(
     """Read and validate the policy file at ``path`` (see ``parse_policy``).
 
     The file, and the directory holding it, must not be writable by group or
-    others (a caller that can edit the policy could grant itself anything).
+    others, and the file must belong to root or to this user (a caller that can
+    edit the policy could grant itself anything).
 
     :raises PolicyError: unreadable, writable by others, too large, not UTF-8
         TOML, or not a valid policy.
@@ -742,6 +744,14 @@ def load_policy(
     source = str(path)
     try:
         with open_trusted(path, what="policy") as handle:
+            owner = os.fstat(handle.fileno()).st_uid
+            if owner not in (0, os.geteuid()):  # as sudo wants sudoers owned by root
+                raise PolicyError(
+                    f"the policy belongs to uid {owner}: it must belong to root or to the "
+                    f"broker's own user (uid {os.geteuid()}), or its owner could grant itself "
+                    "anything",
+                    file=_safe(source),
+                )
             raw = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         reason = f"cannot read the policy: {exc.strerror or exc}"

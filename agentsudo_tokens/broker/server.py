@@ -26,11 +26,33 @@ from .app import BrokerConfig, create_app
 __all__ = ["bind_tcp", "bind_unix", "serve"]
 
 
+def _check_socket_directory(directory: Path) -> None:
+    """Refuse a directory where another user could swap the socket for one of its own.
+
+    Whoever can rename or create entries there could put their own socket at the
+    path, and every client would ask them instead (a sticky /tmp still lets them
+    take the name first). The directory must belong to root or to this user and
+    not be writable by group or others.
+    """
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise ConfigError(f"--socket: cannot use {directory}: {exc.strerror or exc}") from exc
+    if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+        raise ConfigError(
+            f"--socket: {directory} could be changed by another user (owner uid "
+            f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}); put the socket in a "
+            "directory only root or the broker's user may write, e.g. /run/agentsudo"
+        )
+
+
 def bind_unix(path: Path, *, group: int | None = None) -> socket.socket:
     """A listening Unix socket at ``path``, mode 0666 (0660 and ``group`` when given).
 
-    :raises ConfigError: something other than a socket is at ``path``, or it cannot be made.
+    :raises ConfigError: something other than a socket is at ``path``, or it cannot be made,
+        or its directory is one another user could change.
     """
+    _check_socket_directory(path.absolute().parent)
     try:
         existing = os.lstat(path)
     except FileNotFoundError:
