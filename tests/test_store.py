@@ -332,3 +332,20 @@ def test_redis_url_without_the_redis_package(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(StoreUnavailableError, match=r"pip install '\.\[redis\]' in a checkout"):
         open_store("redis://127.0.0.1:6379/0")
+
+
+def test_items_are_exactly_the_live_keys_under_the_prefix(store: Store) -> None:
+    """The range search (SQLite) or the escaped match (Redis) finds neither more nor less."""
+    later = _later()
+    for key in ("revoked:a", "revoked:b", "revoked", "revoked;", "revokee", "revoked:\u00e9",
+                "revoked:*?[", "used:revoked:x", "Revoked:a", "\u6f22:1", "\u6f22:2"):  # fmt: skip
+        store.put(key, key, expires_at=later)
+    store.put("revoked:gone", "x", expires_at=1.0)  # expired
+    assert sorted(store.items("revoked:")) == [
+        "revoked:*?[", "revoked:a", "revoked:b", "revoked:\u00e9",
+    ]  # fmt: skip
+    assert sorted(store.items("revoked")) == [
+        "revoked", "revoked:*?[", "revoked:a", "revoked:b", "revoked:\u00e9", "revoked;",
+    ]  # fmt: skip
+    assert sorted(store.items("\u6f22:")) == ["\u6f22:1", "\u6f22:2"]
+    assert store.items("nothing:") == {}

@@ -385,11 +385,21 @@ class SqliteStore(Store):
         with self._connection() as conn:
             if conn is None:
                 return {}
-            rows = conn.execute(
-                "SELECT key, value FROM entries "
-                "WHERE substr(key, 1, ?) = ? AND expires_at > ? ORDER BY key",
-                (len(prefix), prefix, self._clock()),
-            ).fetchall()
+            now = self._clock()
+            last = ord(prefix[-1]) if prefix else 0xD7FF
+            if last < 0xD7FF:  # a range on the primary key: a search, not a scan of every entry
+                above = prefix[:-1] + chr(last + 1)
+                rows = conn.execute(
+                    "SELECT key, value FROM entries WHERE key >= ? AND key < ? "
+                    "AND expires_at > ? ORDER BY key",
+                    (prefix, above, now),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT key, value FROM entries "
+                    "WHERE substr(key, 1, ?) = ? AND expires_at > ? ORDER BY key",
+                    (len(prefix), prefix, now),
+                ).fetchall()
         return dict(rows)
 
     def purge(self) -> int:
