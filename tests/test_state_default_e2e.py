@@ -249,10 +249,17 @@ def _ask(process: subprocess.Popen[str]) -> str:
     return process.stdout.readline().strip()
 
 
-def test_a_running_process_honours_a_revocation_made_after_it_started(workdir: Path) -> None:
-    """No state file when the process starts; `agentsudo revoke` later; refused within seconds."""
-    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
-    assert not (workdir / "keys" / STATE_FILE).exists()
+def _until_refused(process: subprocess.Popen[str], allowed: str = "orders") -> str:
+    """Ask until the answer is no longer ``allowed`` (10 s at most); that answer."""
+    answer, deadline = _ask(process), time.monotonic() + 10
+    while answer == allowed and time.monotonic() < deadline:
+        time.sleep(0.1)  # cached tokens and the ambient token are rechecked once a second
+        answer = _ask(process)
+    return answer
+
+
+def _long_running(workdir: Path, token: str) -> subprocess.Popen[str]:
+    """LONG_RUNNING started in ``workdir``, once it says so."""
     (workdir / "service.py").write_text(LONG_RUNNING)
     service = subprocess.Popen(
         [sys.executable, "service.py", token],
@@ -261,17 +268,21 @@ def test_a_running_process_honours_a_revocation_made_after_it_started(workdir: P
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert service.stdout is not None and service.stdout.readline().strip() == "started"
+    return service
+
+
+def test_a_running_process_honours_a_revocation_made_after_it_started(workdir: Path) -> None:
+    """No state file when the process starts; `agentsudo revoke` later; refused within seconds."""
+    token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
+    assert not (workdir / "keys" / STATE_FILE).exists()
+    service = _long_running(workdir, token)
     try:
-        assert service.stdout is not None and service.stdout.readline().strip() == "started"
         assert _ask(service) == "accepted"
         assert _ask(service) == "accepted"
         assert sh("revoke", token, cwd=workdir).returncode == 0
         assert sh("verify", token, cwd=workdir).returncode == 1
-        answer, deadline = _ask(service), time.monotonic() + 10
-        while answer == "accepted" and time.monotonic() < deadline:
-            time.sleep(0.1)  # the default verifier rechecks a cached token once a second
-            answer = _ask(service)
-        assert answer == "refused RevokedTokenError"
+        assert _until_refused(service, "accepted") == "refused RevokedTokenError"
         assert _ask(service) == "refused RevokedTokenError"  # and stays refused
     finally:
         service.kill()
@@ -331,14 +342,6 @@ for line in sys.stdin:
     except AgentSudoError as exc:
         print("refused", type(exc).__name__, flush=True)
 """
-
-
-def _until_refused(process: subprocess.Popen[str]) -> str:
-    answer, deadline = _ask(process), time.monotonic() + 10
-    while answer == "orders" and time.monotonic() < deadline:
-        time.sleep(0.1)  # the ambient token is rechecked about once a second
-        answer = _ask(process)
-    return answer
 
 
 @pytest.mark.parametrize("how", ["jti", "token", "agent"])
@@ -491,25 +494,13 @@ def test_a_state_file_made_anew_is_seen_by_a_running_verifier(workdir: Path) -> 
     """`rm keys/agentsudo-state.db*` then a revoke: the running process follows the new file."""
     token = sh("issue", "--agent", "S", "--scopes", "read:orders", cwd=workdir).stdout.strip()
     assert sh("revoke", "0" * 32, cwd=workdir).returncode == 0  # the file exists
-    (workdir / "service.py").write_text(LONG_RUNNING)
-    service = subprocess.Popen(
-        [sys.executable, "service.py", token],
-        cwd=workdir,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    service = _long_running(workdir, token)
     try:
-        assert service.stdout is not None and service.stdout.readline().strip() == "started"
         assert _ask(service) == "accepted"
         for leftover in (workdir / "keys").glob(f"{STATE_FILE}*"):
             leftover.unlink()  # a reset, while the service runs
         assert sh("revoke", token, cwd=workdir).returncode == 0
-        answer, deadline = _ask(service), time.monotonic() + 10
-        while answer == "accepted" and time.monotonic() < deadline:
-            time.sleep(0.1)
-            answer = _ask(service)
-        assert answer == "refused RevokedTokenError"
+        assert _until_refused(service, "accepted") == "refused RevokedTokenError"
     finally:
         service.kill()
         service.communicate()
