@@ -15,20 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .agent import (
-        Agent,
-        Session,
-        current_agent,
-        disable_ambient_agent,
-        require_signed_sessions,
-        without_agent,
-    )
-    from .approvals import ApprovalRequest
-    from .audit import AuditEvent, set_audit_log
-    from .claims import UnverifiedClaims, VerifiedClaims
+    from .audit.events import AuditEvent, set_audit_log
     from .config import Settings
-    from .decision import ApprovalContext
-    from .elevation import ask
     from .errors import (
         AgentSudoError,
         BadSignatureError,
@@ -50,86 +38,97 @@ if TYPE_CHECKING:
         WrongAudienceError,
         WrongIssuerError,
     )
-    from .guard import check_scope, sudo
-    from .issuer import IssuedToken, Issuer
-    from .jwks import JwksFile, KeySet
-    from .jwks_remote import JwksUrl
-    from .keydir import KeyDirectory, KeyInfo
-    from .keys import ALGORITHMS, PublicKey, SigningKey
-    from .onetime import issue_once
-    from .propagation import ContextThreadPoolExecutor, agent_env, copy_session, current_token
-    from .revocation import revoke, revoke_agent, revoke_token
-    from .revocation_list import RevocationListSource
-    from .scopemap import GuardEntry, ScopeMap, scope_map
-    from .scopes import ScopeSet
-    from .store import Store, open_store
-    from .verifier import Verifier, decode_unverified
+    from .guard.agent import (
+        Agent,
+        Session,
+        current_agent,
+        disable_ambient_agent,
+        require_signed_sessions,
+        without_agent,
+    )
+    from .guard.decision import ApprovalContext
+    from .guard.elevation import ask
+    from .guard.propagation import ContextThreadPoolExecutor, agent_env, copy_session, current_token
+    from .guard.sudo import check_scope, sudo
+    from .integrations.scopemap import GuardEntry, ScopeMap, scope_map
+    from .state import Store, open_store
+    from .state.approvals import ApprovalRequest
+    from .tokens.claims import UnverifiedClaims, VerifiedClaims
+    from .tokens.issuer import IssuedToken, Issuer, issue_once
+    from .tokens.jwks import JwksFile, KeySet
+    from .tokens.jwks_remote import JwksUrl
+    from .tokens.keydir import KeyDirectory, KeyInfo
+    from .tokens.keys import ALGORITHMS, PublicKey, SigningKey
+    from .tokens.revocation import revoke, revoke_agent, revoke_token
+    from .tokens.revocation_list import RevocationListSource
+    from .tokens.scopes import ScopeSet
+    from .tokens.verifier import Verifier, decode_unverified
 
 # Names are explicit; their modules load on first use, so the CLI's `issue` and an agent
 # process import only what they touch (cryptography, not asyncio or the audit file code).
 _EXPORTS: dict[str, str] = {
-    "ALGORITHMS": "keys",
-    "Agent": "agent",
+    "ALGORITHMS": "tokens.keys",
+    "Agent": "guard.agent",
     "AgentSudoError": "errors",
-    "ApprovalContext": "decision",
-    "ApprovalRequest": "approvals",
-    "AuditEvent": "audit",
+    "ApprovalContext": "guard.decision",
+    "ApprovalRequest": "state.approvals",
+    "AuditEvent": "audit.events",
     "BadSignatureError": "errors",
     "ConfigError": "errors",
-    "ContextThreadPoolExecutor": "propagation",
+    "ContextThreadPoolExecutor": "guard.propagation",
     "ExpiredTokenError": "errors",
-    "GuardEntry": "scopemap",
+    "GuardEntry": "integrations.scopemap",
     "InvalidScopeError": "errors",
     "InvalidTokenError": "errors",
-    "IssuedToken": "issuer",
-    "Issuer": "issuer",
-    "JwksFile": "jwks",
-    "JwksUrl": "jwks_remote",
-    "KeyDirectory": "keydir",
-    "KeyInfo": "keydir",
-    "KeySet": "jwks",
+    "IssuedToken": "tokens.issuer",
+    "Issuer": "tokens.issuer",
+    "JwksFile": "tokens.jwks",
+    "JwksUrl": "tokens.jwks_remote",
+    "KeyDirectory": "tokens.keydir",
+    "KeyInfo": "tokens.keydir",
+    "KeySet": "tokens.jwks",
     "KeysUnavailableError": "errors",
     "MalformedTokenError": "errors",
     "NotYetValidTokenError": "errors",
     "PermissionDeniedError": "errors",
-    "PublicKey": "keys",
-    "RevocationListSource": "revocation_list",
+    "PublicKey": "tokens.keys",
+    "RevocationListSource": "tokens.revocation_list",
     "RevocationsUnavailableError": "errors",
     "RevokedTokenError": "errors",
-    "ScopeMap": "scopemap",
-    "ScopeSet": "scopes",
-    "Session": "agent",
+    "ScopeMap": "integrations.scopemap",
+    "ScopeSet": "tokens.scopes",
+    "Session": "guard.agent",
     "Settings": "config",
-    "SigningKey": "keys",
-    "Store": "store",
+    "SigningKey": "tokens.keys",
+    "Store": "state",
     "StateRequiredError": "errors",
     "StoreUnavailableError": "errors",
     "TokenLifetimeError": "errors",
     "UnknownApprovalError": "errors",
     "UnknownKeyError": "errors",
-    "UnverifiedClaims": "claims",
-    "VerifiedClaims": "claims",
-    "Verifier": "verifier",
+    "UnverifiedClaims": "tokens.claims",
+    "VerifiedClaims": "tokens.claims",
+    "Verifier": "tokens.verifier",
     "WrongAudienceError": "errors",
     "WrongIssuerError": "errors",
-    "agent_env": "propagation",
-    "ask": "elevation",
-    "check_scope": "guard",
-    "copy_session": "propagation",
-    "current_agent": "agent",
-    "current_token": "propagation",
-    "decode_unverified": "verifier",
-    "issue_once": "onetime",
-    "open_store": "store",
-    "require_signed_sessions": "agent",
-    "disable_ambient_agent": "agent",
-    "revoke": "revocation",
-    "revoke_agent": "revocation",
-    "revoke_token": "revocation",
-    "scope_map": "scopemap",
-    "set_audit_log": "audit",
-    "sudo": "guard",
-    "without_agent": "agent",
+    "agent_env": "guard.propagation",
+    "ask": "guard.elevation",
+    "check_scope": "guard.sudo",
+    "copy_session": "guard.propagation",
+    "current_agent": "guard.agent",
+    "current_token": "guard.propagation",
+    "decode_unverified": "tokens.verifier",
+    "issue_once": "tokens.issuer",
+    "open_store": "state",
+    "require_signed_sessions": "guard.agent",
+    "disable_ambient_agent": "guard.agent",
+    "revoke": "tokens.revocation",
+    "revoke_agent": "tokens.revocation",
+    "revoke_token": "tokens.revocation",
+    "scope_map": "integrations.scopemap",
+    "set_audit_log": "audit.events",
+    "sudo": "guard.sudo",
+    "without_agent": "guard.agent",
 }
 
 __version__ = "0.1.0"

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agentsudo_tokens import Agent, PermissionDeniedError, sudo
-from agentsudo_tokens.audit import set_audit_log
-from agentsudo_tokens.audit_file import AuditFile
+from agentsudo_tokens.audit.events import set_audit_log
+from agentsudo_tokens.audit.file import AuditFile
 
 
 def per_call(func: Callable[[], Any], loops: int, repeats: int) -> float:

@@ -286,7 +286,7 @@ def main() -> int:
     plan = QUICK if parser.parse_args().quick else FULL
 
     from agentsudo_tokens import Issuer, KeyDirectory
-    from agentsudo_tokens.jwks_remote import serve_jwks
+    from agentsudo_tokens.tokens.jwks_remote import serve_jwks
 
     with tempfile.TemporaryDirectory(prefix="agentsudo-http-bench-") as work, ExitStack() as stack:
         keys = KeyDirectory.init(Path(work) / "keys")

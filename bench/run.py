@@ -557,10 +557,10 @@ def bench_verify(report: Report, plan: Plan, keyset: list[Keys]) -> None:
 
 def _default_environment(eddsa: Keys) -> Iterator[None]:
     """AGENTSUDO_KEYS_DIR at the bench keys, a state file there, a fresh process policy."""
-    from agentsudo_tokens.agent import _policy
-    from agentsudo_tokens.revocation import revoke
-    from agentsudo_tokens.store import STATE_FILE
-    from agentsudo_tokens.store.sqlite import SqliteStore
+    from agentsudo_tokens.guard.agent import _policy
+    from agentsudo_tokens.state import STATE_FILE
+    from agentsudo_tokens.state.sqlite import SqliteStore
+    from agentsudo_tokens.tokens.revocation import revoke
 
     os.environ["AGENTSUDO_KEYS_DIR"] = str(eddsa.directory)
     with SqliteStore(eddsa.directory / STATE_FILE) as state:  # as after a first `revoke`

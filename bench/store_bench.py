@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agentsudo_tokens import Issuer, KeyDirectory, Verifier
-from agentsudo_tokens.onetime import issue_once
-from agentsudo_tokens.store import Store, open_store
+from agentsudo_tokens.state import Store, open_store
+from agentsudo_tokens.tokens.issuer import issue_once
 
 perf_counter_ns = time.perf_counter_ns
 

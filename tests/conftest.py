@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentsudo_tokens import Issuer, JwksFile, KeyDirectory, Verifier
-from agentsudo_tokens.agent import _policy
-from agentsudo_tokens.audit import _sinks
+from agentsudo_tokens.audit.events import _sinks
+from agentsudo_tokens.guard.agent import _policy
 
 
 @pytest.fixture(autouse=True)

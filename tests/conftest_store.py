@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agentsudo_tokens.store import Store, open_store
+from agentsudo_tokens.state import Store, open_store
 
 BACKENDS = ("sqlite", "redis")
 WORKER = Path(__file__).with_name("store_worker.py")

@@ -28,7 +28,7 @@ def _answer(verifier: object, token: str) -> str:
 
 def verifier_loop(store_url: str, jwks: str) -> None:
     from agentsudo_tokens import JwksFile, Verifier
-    from agentsudo_tokens.store import open_store
+    from agentsudo_tokens.state import open_store
 
     verifier = Verifier(JwksFile(jwks), store=open_store(store_url))
     prepared = ""
@@ -52,7 +52,7 @@ def verifier_loop(store_url: str, jwks: str) -> None:
 
 def elevate(store_url: str, jwks: str, token: str, timeout: float) -> None:
     from agentsudo_tokens import Agent, JwksFile, PermissionDeniedError, Verifier, sudo
-    from agentsudo_tokens.elevation import ask
+    from agentsudo_tokens.guard.elevation import ask
 
     @sudo(scope="write:refunds", on_deny=ask(timeout=timeout, store=store_url, poll_interval=0.05))
     def refund(order_id: str, amount: int) -> str:

@@ -203,3 +203,59 @@ def test_the_library_has_no_import_cycles() -> None:
         if start in seen:
             in_a_cycle.append(start)
     assert sorted(in_a_cycle) == []
+
+
+# Each folder imports only from its own layer and those below it (STYLE.md's layout).
+# The broker needs no guard; the guard's `on_deny="ask"` is a client of the broker.
+_LAYERS = (
+    ("errors", "config", "fileperms"),
+    ("state",),
+    ("tokens",),
+    ("audit",),
+    ("broker",),
+    ("guard",),
+    ("integrations",),
+    # the public face, and module paths kept for code that imports them
+    ("agentsudo_tokens", "propagation", "decision", "revocation_list", "audit_file"),
+)
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else module
+    for rank, names in enumerate(_LAYERS):
+        if part in names:
+            return rank
+    raise AssertionError(f"{module} is in no layer: add its folder to _LAYERS")
+
+
+def test_the_library_imports_only_downwards() -> None:
+    """Data flows one way, token in to audit out: no layer imports a higher one."""
+    graph = _package_imports(ROOT / "agentsudo_tokens")
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if _layer(target) > _layer(module)
+    )
+    assert upward == []
+
+
+def test_the_core_never_imports_an_integration() -> None:
+    graph = _package_imports(ROOT / "agentsudo_tokens")
+    core = [m for m in graph if _layer(m) < _layer("agentsudo_tokens.integrations")]
+    assert core and not [m for m in core if any(".integrations" in t for t in graph[m])]
+
+
+def test_the_kept_module_paths_are_the_new_modules_names() -> None:
+    """`from agentsudo_tokens.propagation import agent_env` (README) still works: same objects."""
+    kept = {
+        "propagation": "guard.propagation",
+        "decision": "guard.decision",
+        "revocation_list": "tokens.revocation_list",
+        "audit_file": "audit.file",
+    }
+    for old, new in kept.items():
+        before = importlib.import_module(f"agentsudo_tokens.{old}")
+        after = importlib.import_module(f"agentsudo_tokens.{new}")
+        assert before.__all__ == after.__all__
+        assert all(getattr(before, name) is getattr(after, name) for name in after.__all__)

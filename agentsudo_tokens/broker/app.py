@@ -37,12 +37,12 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..errors import AgentSudoError, ConfigError
-from ..issuer import Issuer
-from ..keydir import KeyDirectory
-from ..revocation import agent_cutoff, iso_time
-from ..store import Store, open_store
-from ..store import default_store_url as _default_store_url
-from ..verifier import Verifier
+from ..state import Store, open_store
+from ..state import default_store_url as _default_store_url
+from ..tokens.issuer import Issuer
+from ..tokens.keydir import KeyDirectory
+from ..tokens.revocation import agent_cutoff, iso_time
+from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, BrokerAudit
 from .devmode import DevPolicy
 from .notify import Notifier
@@ -51,7 +51,7 @@ from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
 
 if TYPE_CHECKING:
-    from ..approvals import ApprovalRequest
+    from ..state.approvals import ApprovalRequest
 
 __all__ = ["BROKER_AUDIENCE", "BrokerConfig", "create_app"]
 
@@ -293,7 +293,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         once=asked.once,
     )
     if asked.once:
-        from ..onetime import mark_one_time
+        from ..state.onetime import mark_one_time
 
         await asyncio.to_thread(mark_one_time, broker.store, minted.claims)
     _log.info("issued %s to %s: jti %s", grant.agent, _describe(caller), minted.claims["jti"])
@@ -319,7 +319,7 @@ def _admin(request: Request, broker: _Broker) -> Caller:
 
 async def _revocation_list(request: Request, broker: _Broker) -> Response:
     """The signed revocation list: public, like the JWKS (it names only jtis and agents)."""
-    from ..revocation_list import build_revocation_list
+    from ..tokens.revocation_list import build_revocation_list
 
     settings = broker.config.settings
     now, changes = time.monotonic(), broker.store.changes
@@ -343,7 +343,7 @@ async def _revocation_list(request: Request, broker: _Broker) -> Response:
 
 
 async def _revoke(request: Request, broker: _Broker) -> Response:
-    from ..revocation import revoke, revoke_agent, revoke_token
+    from ..tokens.revocation import revoke, revoke_agent, revoke_token
 
     caller = _admin(request, broker)
     asked = _model(_RevokeRequest, await _json_body(request, broker))
@@ -384,7 +384,7 @@ def _request_id(request: Request) -> str:
 
 async def _approvals(request: Request, broker: _Broker) -> Response:
     """Every request waiting for a human, whole (admins only)."""
-    from ..approvals import pending
+    from ..state.approvals import pending
 
     _admin(request, broker)
     waiting = await asyncio.to_thread(pending, broker.store)
@@ -394,7 +394,7 @@ async def _approvals(request: Request, broker: _Broker) -> Response:
 
 async def _approval(request: Request, broker: _Broker) -> Response:
     """One waiting request, whole (admins only)."""
-    from ..approvals import lookup
+    from ..state.approvals import lookup
 
     _admin(request, broker)
     found = await asyncio.to_thread(lookup, broker.store, _request_id(request))
@@ -403,7 +403,7 @@ async def _approval(request: Request, broker: _Broker) -> Response:
 
 async def _answer(request: Request, broker: _Broker, approved: bool) -> Response:
     """Approve or deny one waiting request; the broker records who answered (admins only)."""
-    from ..approvals import approve, deny
+    from ..state.approvals import approve, deny
 
     caller = _admin(request, broker)
     asked = _model(_AnswerRequest, await _json_body(request, broker))
@@ -453,7 +453,7 @@ def _elevation_claims(broker: _Broker, token: str) -> Any:
 
 async def _file_elevation(request: Request, broker: _Broker) -> Response:
     """File one call's request for a human; the asking token is its own authentication."""
-    from ..scopes import ScopeSet
+    from ..tokens.scopes import ScopeSet
     from .elevation import TooManyPendingError, file_elevation
 
     asked = _model(_ElevationRequest, await _json_body(request, broker))

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..audit_file import AuditFile, verify_chain
+from ..audit.file import AuditFile, verify_chain
 from ..errors import (
     AgentSudoError,
     BadSignatureError,
@@ -52,12 +52,12 @@ from ..errors import (
     StoreUnavailableError,
     UnknownKeyError,
 )
-from ..jws import decode_json_part, encode, split
+from ..tokens.jws import decode_json_part, encode, split
 
 if TYPE_CHECKING:
-    from ..approvals import ApprovalRequest
-    from ..jwks import KeySource
-    from ..keys import SigningKey
+    from ..state.approvals import ApprovalRequest
+    from ..tokens.jwks import KeySource
+    from ..tokens.keys import SigningKey
     from .policy import Caller, Grant
 
 __all__ = [

@@ -31,8 +31,8 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
-    from ..approvals import ApprovalRequest
     from ..config import Settings
+    from ..state.approvals import ApprovalRequest
 
 __all__ = ["BrokerClient", "BrokerUnavailableError"]
 
@@ -76,7 +76,7 @@ def check_address(address: str) -> str:
 
     :raises ConfigError: anything else (plain http only for a loopback host).
     """
-    from ..jwks_remote import is_loopback_host
+    from ..tokens.jwks_remote import is_loopback_host
 
     text = address.strip()
     if text.startswith("unix://"):
@@ -233,7 +233,7 @@ class BrokerClient:
 
         :raises BrokerUnavailableError: not a consistent approval request.
         """
-        from ..approvals import ApprovalRequest
+        from ..state.approvals import ApprovalRequest
 
         try:
             return ApprovalRequest.from_json(json.dumps(data))

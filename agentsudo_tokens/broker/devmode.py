@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..claims import MAX_AUDIENCES, check_agent_name
 from ..errors import ConfigError, InvalidScopeError
-from ..scopes import ScopeSet
+from ..tokens.claims import MAX_AUDIENCES, check_agent_name
+from ..tokens.scopes import ScopeSet
 from .policy import Caller, Grant, PolicyRefusal, RefusalReason
 
 __all__ = ["DevPolicy"]

@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..approvals import ApprovalRequest, notify_webhook
+from ..state.approvals import ApprovalRequest, notify_webhook
 
 __all__ = ["MAX_QUEUED", "TIMEOUT", "WORKERS", "Notifier"]
 

@@ -43,11 +43,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ..claims import AGENT_NAME_GRAMMAR, MAX_AUDIENCES, MAX_NAME, is_agent_name
 from ..config import DEFAULT_AUDIENCE, DEFAULT_MAX_TTL, DEFAULT_TTL, parse_duration
 from ..errors import AgentSudoError, ConfigError, InvalidScopeError, PermissionDeniedError
 from ..fileperms import open_trusted
-from ..scopes import ScopeSet, validate_required_scope
+from ..tokens.claims import AGENT_NAME_GRAMMAR, MAX_AUDIENCES, MAX_NAME, is_agent_name
+from ..tokens.scopes import ScopeSet, validate_required_scope
 from ._toml_lines import TomlLines, dotted
 
 __all__ = [
@@ -319,7 +319,7 @@ def _webhook(value: object) -> str:
     """
     from urllib.parse import urlsplit
 
-    from ..jwks_remote import is_loopback_host
+    from ..tokens.jwks_remote import is_loopback_host
 
     rule = "an https:// URL (http:// only to a loopback host)"
     if not isinstance(value, str):

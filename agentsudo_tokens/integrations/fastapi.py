@@ -57,8 +57,7 @@ from fastapi.security.base import SecurityBase
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from .. import audit
-from ..agent import Agent, _policy, disable_ambient_agent, without_agent
+from ..audit import events as audit
 from ..errors import (
     BadSignatureError,
     ConfigError,
@@ -75,10 +74,11 @@ from ..errors import (
     WrongAudienceError,
     WrongIssuerError,
 )
-from ..jwks import JwksFile, KeySet
-from ..jws import split
-from ..scopes import validate_required_scope
-from ..verifier import Verifier, _header
+from ..guard.agent import Agent, _policy, disable_ambient_agent, without_agent
+from ..tokens.jwks import JwksFile, KeySet
+from ..tokens.jws import split
+from ..tokens.scopes import validate_required_scope
+from ..tokens.verifier import Verifier, _header
 
 __all__ = ["AgentSudoMiddleware", "RequireScope", "require_scope"]
 

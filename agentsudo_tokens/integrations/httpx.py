@@ -18,7 +18,7 @@ from collections.abc import Generator
 
 import httpx
 
-from ..propagation import current_token
+from ..guard.propagation import current_token
 
 __all__ = ["AgentTokenAuth"]
 

@@ -41,9 +41,9 @@ from typing import Any, TypeVar
 
 from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 
-from ..decision import OnDeny
 from ..errors import ConfigError, PermissionDeniedError
-from ..guard import register_adapter, sudo
+from ..guard.decision import OnDeny
+from ..guard.sudo import register_adapter, sudo
 
 __all__ = ["ToolPermissionDenied", "guard_tool", "report_denials"]
 

@@ -55,12 +55,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
 
-from ..agent import Agent, disable_ambient_agent
-from ..decision import OnDeny
 from ..errors import AgentSudoError, ConfigError, MalformedTokenError, PermissionDeniedError
-from ..guard import sudo
-from ..scopes import validate_required_scope
-from ..verifier import Verifier
+from ..guard.agent import Agent, disable_ambient_agent
+from ..guard.decision import OnDeny
+from ..guard.sudo import sudo
+from ..tokens.scopes import validate_required_scope
+from ..tokens.verifier import Verifier
 
 __all__ = [
     "SCOPE_META_KEY",

@@ -46,8 +46,8 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ModelWrapValidatorHandler, model_validator
 
 from ..errors import ConfigError
-from ..guard import check_scope
-from ..scopes import validate_required_scope
+from ..guard.sudo import check_scope
+from ..tokens.scopes import validate_required_scope
 
 __all__ = ["ScopedModel"]
 

@@ -34,7 +34,7 @@ from ._common import (
 from .revoke_cmd import open_cli_store, store_option, when
 
 if TYPE_CHECKING:
-    from agentsudo_tokens.approvals import ApprovalRequest
+    from agentsudo_tokens.state.approvals import ApprovalRequest
 
 LISTED = 120  # characters of a call shown in the list; `approvals show ID` shows it whole
 NAME = 40  # characters of an agent name or scope shown in the list
@@ -75,7 +75,7 @@ def approvals(ctx: click.Context, store: str | None, as_json: bool, keys_dir: Pa
     """
     if ctx.invoked_subcommand is not None:
         return
-    from agentsudo_tokens.approvals import pending
+    from agentsudo_tokens.state.approvals import pending
 
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:
@@ -106,7 +106,7 @@ def show(request_id: str, store: str | None, as_json: bool, keys_dir: Path | Non
     you approve is exactly what is shown (non-ASCII as \\u escapes, so look-alike
     letters cannot hide). A value JSON lacks shows as its type and repr.
     """
-    from agentsudo_tokens.approvals import lookup
+    from agentsudo_tokens.state.approvals import lookup
 
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:
@@ -158,7 +158,7 @@ def approve(request_id: str, store: str | None, as_json: bool, keys_dir: Path | 
 
     Read it whole first: agentsudo approvals show ID.
     """
-    from agentsudo_tokens.approvals import approve as approve_request
+    from agentsudo_tokens.state.approvals import approve as approve_request
 
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:  # the broker records who asks: the caller it knows
@@ -179,7 +179,7 @@ def deny(
     request_id: str, reason: str | None, store: str | None, as_json: bool, keys_dir: Path | None
 ) -> None:
     """Deny request ID: the waiting call raises PermissionDeniedError."""
-    from agentsudo_tokens.approvals import deny as deny_request
+    from agentsudo_tokens.state.approvals import deny as deny_request
 
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:

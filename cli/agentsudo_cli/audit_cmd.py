@@ -12,7 +12,7 @@ import click
 from ._common import json_option, terminal_safe
 
 if TYPE_CHECKING:
-    from agentsudo_tokens.jwks import KeySource
+    from agentsudo_tokens.tokens.jwks import KeySource
 
 OUTCOMES = ("allowed", "denied", "audit_violation", "approved", "refused")
 SESSION_EVENTS = ("session_start", "session_end")
@@ -83,7 +83,7 @@ def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -
     from agentsudo_tokens.errors import ConfigError
 
     def load_keys() -> KeySource:
-        from agentsudo_tokens.jwks import load_key_source
+        from agentsudo_tokens.tokens.jwks import load_key_source
 
         from ._common import settings
 
@@ -185,7 +185,7 @@ def show(
 
     FILE defaults to AGENTSUDO_AUDIT_LOG.
     """
-    from agentsudo_tokens.audit_file import read_events
+    from agentsudo_tokens.audit.file import read_events
 
     from ._common import settings
 

@@ -17,7 +17,7 @@ def inspect_token(token: str | None) -> None:
 
     Anyone can write these claims; only 'agentsudo verify' says whether they hold.
     """
-    from agentsudo_tokens.verifier import decode_unverified
+    from agentsudo_tokens.tokens.verifier import decode_unverified
 
     decoded = decode_unverified(read_token(token, settings()))
     claims = dict(decoded.claims)

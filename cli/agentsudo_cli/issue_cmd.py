@@ -13,7 +13,7 @@ from .revoke_cmd import open_cli_store, store_option
 
 if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
-    from agentsudo_tokens.issuer import IssuedToken
+    from agentsudo_tokens.tokens.issuer import IssuedToken
 
 
 def agent_options(func):  # type: ignore[no-untyped-def]
@@ -81,7 +81,7 @@ def mint(
     once: bool = False,
 ) -> IssuedToken:
     """Mint with the key directory's active key; warn on stderr about `**`."""
-    from agentsudo_tokens.issuer import Issuer
+    from agentsudo_tokens.tokens.issuer import Issuer
 
     require_scopes(scopes)
     granted = scopes_from(scopes)
@@ -129,7 +129,7 @@ def issue(
         return
     minted = mint(agent, scopes, ttl, aud, keys_dir, once=once)
     if once:
-        from agentsudo_tokens.onetime import mark_one_time
+        from agentsudo_tokens.state.onetime import mark_one_time
 
         with open_cli_store(settings(keys_dir=keys_dir, store=store)) as state:
             mark_one_time(state, minted.claims)  # before the token is shown, or not at all
@@ -160,7 +160,7 @@ def _issue_by_broker(
     if not as_json:
         click.echo(token)
         return
-    from agentsudo_tokens.verifier import decode_unverified
+    from agentsudo_tokens.tokens.verifier import decode_unverified
 
     decoded = decode_unverified(token)  # as minted by the broker: `agentsudo verify` checks it
     payload: dict[str, Any] = {

@@ -13,7 +13,7 @@ ALGORITHM_CHOICE = click.Choice(["EdDSA", "ES256"])
 
 
 def _directory(keys_dir: Path | None):  # type: ignore[no-untyped-def]
-    from agentsudo_tokens.keydir import KeyDirectory
+    from agentsudo_tokens.tokens.keydir import KeyDirectory
 
     return KeyDirectory(settings(keys_dir=keys_dir).keys_dir)
 
@@ -28,7 +28,7 @@ def keys() -> None:
 @keys_dir_option
 def init(alg: str, keys_dir: Path | None) -> None:
     """Create the key directory and a first signing key; print its key id."""
-    from agentsudo_tokens.keydir import KeyDirectory
+    from agentsudo_tokens.tokens.keydir import KeyDirectory
 
     path = settings(keys_dir=keys_dir).keys_dir
     directory = KeyDirectory.init(path, alg=alg)
@@ -112,7 +112,7 @@ def serve(port: int, host: str, public: bool, keys_dir: Path | None) -> None:
     every request, so rotate and retire show up at once; nothing else in the
     key directory is ever served.
     """
-    from agentsudo_tokens.jwks_remote import is_loopback_host, serve_jwks
+    from agentsudo_tokens.tokens.jwks_remote import is_loopback_host, serve_jwks
 
     directory = _directory(keys_dir)
     directory.list()  # no key directory: fail now, not at the first request

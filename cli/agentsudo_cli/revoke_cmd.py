@@ -26,7 +26,7 @@ from ._common import broker_of, json_option, keys_dir_option, settings, terminal
 if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.config import Settings
-    from agentsudo_tokens.store import Store
+    from agentsudo_tokens.state import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,14 +44,14 @@ def store_option(func: F) -> F:
 
 def open_cli_store(current: Settings) -> Store:
     """The store the settings name (opened lazily: errors come at first use)."""
-    from agentsudo_tokens.store import default_store_url, open_store
+    from agentsudo_tokens.state import default_store_url, open_store
 
     return open_store(default_store_url(current))
 
 
 def when(seconds: float) -> str:
     """Epoch seconds as ``2025-01-31T12:00:00Z``."""
-    from agentsudo_tokens.revocation import iso_time
+    from agentsudo_tokens.tokens.revocation import iso_time
 
     return iso_time(seconds)
 
@@ -65,7 +65,7 @@ def _jti_of(target: str) -> str:
     :raises click.BadParameter: neither a decodable token with a ``jti`` nor a ``jti``.
     """
     from agentsudo_tokens.errors import MalformedTokenError
-    from agentsudo_tokens.verifier import decode_unverified
+    from agentsudo_tokens.tokens.verifier import decode_unverified
 
     if "." in target:
         try:
@@ -101,7 +101,7 @@ def _verified_exp(token: str, current: Settings) -> int | None:
         RevokedTokenError,
         StateRequiredError,
     )
-    from agentsudo_tokens.verifier import Verifier
+    from agentsudo_tokens.tokens.verifier import Verifier
 
     try:
         return Verifier.from_settings(current, store=None).verify(token).expires_at
@@ -119,8 +119,8 @@ def _verified_exp(token: str, current: Settings) -> int | None:
 
 
 def _check_agent(name: str) -> None:
-    from agentsudo_tokens.claims import check_agent_name
     from agentsudo_tokens.errors import ConfigError
+    from agentsudo_tokens.tokens.claims import check_agent_name
 
     try:
         check_agent_name(name, "agent")
@@ -158,8 +158,8 @@ def revoke(
         raise click.UsageError(f"no such option: {target}")  # a jti may start with "--" too
     if (target is None) == (agent is None):
         raise click.UsageError("give JTI_OR_TOKEN or --agent NAME (one of the two)")
-    from agentsudo_tokens.revocation import revoke as revoke_jti
-    from agentsudo_tokens.revocation import revoke_agent, revoke_token
+    from agentsudo_tokens.tokens.revocation import revoke as revoke_jti
+    from agentsudo_tokens.tokens.revocation import revoke_agent, revoke_token
 
     current = settings(keys_dir=keys_dir, store=store)
     client = broker_of(current, keys_dir=keys_dir, store=store)

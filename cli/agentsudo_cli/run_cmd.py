@@ -53,7 +53,7 @@ def run(
         env = child_environment(str(token), broker=client.address)
     else:
         minted = mint(agent, scopes, ttl, aud, keys_dir)
-        from agentsudo_tokens.store import default_store_url
+        from agentsudo_tokens.state import default_store_url
 
         store = default_store_url(current)  # so the child sees revocations from any directory
         env = child_environment(minted.token, jwks=str(current.jwks_source), store=store)

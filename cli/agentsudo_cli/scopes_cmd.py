@@ -31,7 +31,7 @@ def scopes(targets: tuple[str, ...], app_dir: Path, as_json: bool) -> None:
     TARGET is imported, so its module-level code runs. The map is always JSON;
     errors are one line on stderr, or JSON on stdout with --json.
     """
-    from agentsudo_tokens.scopemap import scope_map
+    from agentsudo_tokens.integrations.scopemap import scope_map
 
     sys.path.insert(0, str(app_dir.resolve()))
     click.echo(json.dumps(scope_map(*targets).to_dict(), indent=2))

@@ -33,8 +33,8 @@ def verify(
     Exit 0 when valid and every --scope is allowed; 1 otherwise, with the reason.
     """
     from agentsudo_tokens.errors import PermissionDeniedError
-    from agentsudo_tokens.scopes import validate_required_scope
-    from agentsudo_tokens.verifier import Verifier
+    from agentsudo_tokens.tokens.scopes import validate_required_scope
+    from agentsudo_tokens.tokens.verifier import Verifier
 
     current = settings(keys_dir=keys_dir, jwks=jwks, audience=aud)
     for scope in required:

@@ -32,7 +32,7 @@ from agentsudo_tokens.broker.policy import (
     scope_within,
 )
 from agentsudo_tokens.errors import ConfigError, InvalidScopeError, PermissionDeniedError
-from agentsudo_tokens.scopes import ScopeSet
+from agentsudo_tokens.tokens.scopes import ScopeSet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agentsudo.toml"
 

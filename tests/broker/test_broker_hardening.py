@@ -1,0 +1,107 @@
+"""The broker's own defences, from the third attack round: its credentials are revocable,
+its kill switch mints no dead tokens, its socket and policy are only its own to change,
+and its revocation list, built at most about once a second, never hides a new revocation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from installed_cli import AGENTSUDO, sh
+from test_broker_server import POLICY, Broker, raw
+
+from agentsudo_tokens.broker.client import BrokerClient
+from agentsudo_tokens.errors import InvalidTokenError, PermissionDeniedError
+from agentsudo_tokens.tokens.issuer import Issuer
+from agentsudo_tokens.tokens.keydir import KeyDirectory
+
+pytest.importorskip("uvicorn")
+
+ADMIN_POLICY = POLICY.replace(f'admins = ["uid:{os.getuid()}"]', 'admins = ["credential:ops"]')
+
+
+@pytest.fixture
+def tcp_broker(tmp_path: Path) -> Iterator[tuple[Broker, str]]:
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    running = Broker(tmp_path, ADMIN_POLICY, "--listen", "127.0.0.1:0")
+    assert running.process.stderr is not None
+    line = running.process.stderr.readline()
+    yield running, line.rsplit(" ", 1)[1].strip()
+    running.stop()
+
+
+def _credential(root: Path, name: str = "ops") -> str:
+    key = KeyDirectory(root / "keys").signing_key()
+    return Issuer(key).issue(name, ["broker:admin"], audience="agentsudo-broker").token
+
+
+def test_a_revoked_admin_credential_is_refused(tcp_broker: tuple[Broker, str]) -> None:
+    broker, tcp = tcp_broker
+    credential = _credential(broker.root)
+    admin = BrokerClient(tcp, credential=credential)
+    assert admin.request("GET", "/v1/approvals") == {"approvals": []}
+    admin.revoke(token=credential, reason="leaked")  # it revokes itself
+    with pytest.raises(InvalidTokenError, match="credential refused"):
+        admin.request("GET", "/v1/approvals")
+    with pytest.raises(InvalidTokenError):
+        admin.revoke(agent="SupportBot")
+    other = BrokerClient(tcp, credential=_credential(broker.root))
+    other.revoke(agent="ops")  # the kill switch for a credential's name works too
+    with pytest.raises(InvalidTokenError):
+        other.request("GET", "/v1/approvals")
+
+
+def test_no_token_is_issued_to_an_agent_under_a_kill_switch(tmp_path: Path) -> None:
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    broker = Broker(tmp_path)
+    try:
+        assert broker.client.issue("SupportBot")["agent"] == "SupportBot"
+        broker.client.revoke(agent="SupportBot")
+        with pytest.raises(PermissionDeniedError, match="is revoked until"):
+            broker.client.issue("SupportBot")  # not a token that every verifier refuses
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o775])
+def test_a_socket_directory_others_could_change_is_refused(tmp_path: Path, mode: int) -> None:
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    (tmp_path / "agentsudo.toml").write_text(POLICY)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    done = subprocess.run(
+        [AGENTSUDO, "serve", "--policy", "agentsudo.toml", "--keys-dir", "keys",
+         "--socket", str(shared / "broker.sock")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "could be changed by another user" in done.stderr
+    assert not (shared / "broker.sock").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the policy to another user")
+def test_a_policy_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    policy = tmp_path / "agentsudo.toml"
+    policy.write_text(POLICY)
+    os.chown(policy, 65534, 65534)
+    done = subprocess.run(
+        [AGENTSUDO, "policy", "check", str(policy)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "belongs to uid 65534" in done.stderr
+
+
+def test_the_cached_revocation_list_shows_a_revocation_at_once(tmp_path: Path) -> None:
+    """The list is built at most about once a second, but never hides a revocation made here."""
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    broker = Broker(tmp_path)
+    request = b"GET /v1/revocations HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    try:
+        first = raw(broker.socket, request)[2]
+        assert raw(broker.socket, request)[2] == first  # the same list, not built again
+        broker.client.revoke(agent="Elsewhere")
+        assert raw(broker.socket, request)[2] != first  # a revocation here: built anew at once
+    finally:
+        broker.stop()
