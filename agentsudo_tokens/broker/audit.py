@@ -53,6 +53,7 @@ from ..errors import (
     UnknownKeyError,
 )
 from ..tokens.jws import decode_json_part, encode, split
+from ..tokens.signed import AlgMismatch, SignatureMismatch, UnknownKid, verify_by_kid
 
 if TYPE_CHECKING:
     from ..state.approvals import ApprovalRequest
@@ -361,21 +362,22 @@ def parse_head(text: object, keys: KeySource) -> SignedHead:
         raise _malformed(f"expected typ {HEAD_TYPE!r}")
     if not isinstance(kid, str) or not 0 < len(kid) <= 128:
         raise _malformed("expected kid as a short string")
-    key = keys.get(kid)
-    if key is None:
+    try:
+        verify_by_kid(parts, kid, alg, keys)
+    except UnknownKid:
         raise UnknownKeyError(
             f"audit head: signed by key {kid!r}, which the JWKS does not hold",
             expected="a known kid",
             found=kid,
-        )
-    if alg != key.alg:
-        raise _malformed(f"expected alg {key.alg!r} for key {kid!r}")
-    if not key.verify(parts.signing_input, parts.signature_bytes()):
+        ) from None
+    except AlgMismatch as refusal:
+        raise _malformed(f"expected alg {refusal.key_alg!r} for key {kid!r}") from None
+    except SignatureMismatch:
         raise BadSignatureError(
             f"audit head: the signature by key {kid!r} does not verify",
             expected=kid,
             found="invalid signature",
-        )
+        ) from None
     claims = decode_json_part(parts.payload, "audit head payload")
     if set(claims) != _CLAIMS:
         raise _malformed("expected exactly the claims iss, iat, chain, lines")

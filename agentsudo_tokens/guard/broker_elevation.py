@@ -26,7 +26,7 @@ from ..broker.elevation import (
     MAX_TIMEOUT,
     call_digest,
 )
-from ..errors import AgentSudoError, InvalidTokenError, PermissionDeniedError
+from ..errors import AgentSudoError, InvalidTokenError, MalformedTokenError, PermissionDeniedError
 from ..state.approvals import (
     MAX_ARGUMENTS,
     ApprovalRequest,
@@ -76,6 +76,7 @@ def verify_elevation(
     :raises PermissionDeniedError: any mismatch, with a one-line reason.
     """
     from ..tokens.jws import decode_json_part, split
+    from ..tokens.signed import AlgMismatch, SignatureMismatch, UnknownKid, verify_by_kid
 
     try:
         parts = split(token)
@@ -85,18 +86,14 @@ def verify_elevation(
         raise _refused("malformed") from None
     if set(header) != {"alg", "kid", "typ"} or header.get("typ") != ELEVATION_TYPE:
         raise _refused(f"expected a header with typ {ELEVATION_TYPE!r}")
-    kid = header.get("kid")
-    key = keys.get(kid) if isinstance(kid, str) else None
-    if key is None:
-        raise _refused("signed by a key the broker does not publish")
-    if header.get("alg") != key.alg:
-        raise _refused("its alg is not its key's")
     try:
-        signed = key.verify(parts.signing_input, parts.signature_bytes())
-    except AgentSudoError:
-        signed = False
-    if not signed:
-        raise _refused("bad signature")
+        verify_by_kid(parts, header["kid"], header["alg"], keys)
+    except UnknownKid:
+        raise _refused("signed by a key the broker does not publish") from None
+    except AlgMismatch:
+        raise _refused("its alg is not its key's") from None
+    except (SignatureMismatch, MalformedTokenError):  # a signature not even base64url
+        raise _refused("bad signature") from None
     if set(payload) != ELEVATION_CLAIMS:
         raise _refused("unexpected claims")
     times = [payload.get(name) for name in ("iat", "nbf", "exp")]

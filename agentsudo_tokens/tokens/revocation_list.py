@@ -44,20 +44,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..config import DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, MAX_LEEWAY, REVOCATIONS_PATH
 from ..errors import (
     AgentSudoError,
-    BadSignatureError,
     ConfigError,
     ExpiredTokenError,
     MalformedTokenError,
     NotYetValidTokenError,
     RevocationsUnavailableError,
     RevokedTokenError,
-    UnknownKeyError,
     WrongIssuerError,
 )
 from .claims import MAX_NAME
 from .jwks_remote import _check_url, _FetchFailed, _Get, is_loopback_host
 from .jws import CompactParts, decode_json_part, encode
 from .revocation import AGENT, REVOKED, iso_time
+from .signed import KidRefusal, verify_by_kid
 
 if TYPE_CHECKING:
     import ssl
@@ -345,28 +344,10 @@ def parse_revocation_list(
         )
     if not isinstance(kid, str) or not 0 < len(kid) <= 128:
         raise MalformedTokenError("revocation list header: expected kid as a short string")
-    key = keys.get(kid)
-    if key is None:
-        raise UnknownKeyError(
-            f"revocation list: expected a key id this verifier trusts, found {kid!r}",
-            expected="a known kid",
-            found=kid,
-        )
-    if alg != key.alg:
-        raise MalformedTokenError(
-            f"revocation list header: expected alg {key.alg!r} for key {kid!r}, found {alg!r}"[
-                :200
-            ],
-            expected=key.alg,
-            found=alg if isinstance(alg, str) else type(alg).__name__,
-        )
-    if not key.verify(parts.signing_input, parts.signature_bytes()):
-        raise BadSignatureError(
-            f"revocation list: expected a valid {key.alg} signature by key {kid!r}, "
-            "found a mismatch",
-            expected=kid,
-            found="invalid signature",
-        )
+    try:
+        verify_by_kid(parts, kid, alg, keys)
+    except KidRefusal as refusal:
+        raise refusal.error("revocation list") from None
     claims = decode_json_part(parts.payload, "revocation list payload")
     if set(claims) != _CLAIMS:
         raise MalformedTokenError(

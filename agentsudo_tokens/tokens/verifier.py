@@ -40,7 +40,6 @@ from ..config import JWKS as JWKS_VARIABLE
 from ..config import REVOCATIONS as REVOCATIONS_VARIABLE
 from ..errors import (
     AgentSudoError,
-    BadSignatureError,
     ConfigError,
     InvalidTokenError,
     KeysUnavailableError,
@@ -48,13 +47,13 @@ from ..errors import (
     RevocationsUnavailableError,
     StateRequiredError,
     StoreUnavailableError,
-    UnknownKeyError,
 )
 from .claims import UnverifiedClaims, VerifiedClaims, check_claims, check_header
 from .jwks import KeySet, KeySource, load_key_source
 from .jws import decode_json_part, split
 from .keys import PublicKey
 from .revocation import check_revoked, check_token
+from .signed import KidRefusal, verify_by_kid
 
 if TYPE_CHECKING:
     from ..state import Store
@@ -355,25 +354,10 @@ class Verifier:
     def _verify(self, token: str, audience: str) -> tuple[VerifiedClaims, PublicKey]:
         parts = split(token)
         kid, alg = _header(parts.header)
-        key = self.keys.get(kid)
-        if key is None:
-            raise UnknownKeyError(
-                f"expected a key id this verifier trusts, found {kid!r}",
-                expected="a known kid",
-                found=kid,
-            )
-        if alg != key.alg:
-            raise MalformedTokenError(
-                f"header: expected alg {key.alg!r} for key {kid!r}, found {alg!r}",
-                expected=key.alg,
-                found=alg,
-            )
-        if not key.verify(parts.signing_input, parts.signature_bytes()):
-            raise BadSignatureError(
-                f"expected a valid {key.alg} signature by key {kid!r}, found a mismatch",
-                expected=kid,
-                found="invalid signature",
-            )
+        try:
+            key = verify_by_kid(parts, kid, alg, self.keys)
+        except KidRefusal as refusal:
+            raise refusal.error() from None
         payload = decode_json_part(parts.payload, "payload")
         claims = check_claims(
             payload,
