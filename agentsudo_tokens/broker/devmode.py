@@ -15,17 +15,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import ConfigError, InvalidScopeError
+from ..errors import ConfigError
 from ..tokens.claims import MAX_AUDIENCES, check_agent_name
-from ..tokens.scopes import ScopeSet
-from .policy import Caller, Grant, PolicyRefusal, RefusalReason
+from .policy_grant import Granting, PolicyRefusal, RefusalReason, asked_scopes
+from .policy_principals import Caller
 
 __all__ = ["DevPolicy"]
 
 
 @dataclass(frozen=True)
-class DevPolicy:
-    """Any agent, the scopes asked for, for one user (the broker's own)."""
+class DevPolicy(Granting[None]):
+    """Any agent, the scopes asked for, for one user (the broker's own).
+
+    ``grant`` gives what ``agentsudo issue`` with the key directory would mint, to
+    that user only: a ``PolicyRefusal`` for another user or a TTL over the maximum;
+    a ``ConfigError`` for a bad agent name or audience, or no scopes named.
+    """
 
     uid: int
     max_ttl: int
@@ -41,50 +46,34 @@ class DevPolicy:
         """Nothing is kept for a human in dev mode."""
         return False
 
-    def grant(
-        self,
-        caller: Caller,
-        agent: str,
-        *,
-        scopes: Sequence[str] | None,
-        ttl: int | None,
-        audience: str | Sequence[str] | None,
-    ) -> Grant:
-        """What ``agentsudo issue`` with the key directory would mint, for the owner only.
-
-        :raises PolicyRefusal: another user, or a TTL over the maximum.
-        :raises ConfigError: a bad agent name, TTL or audience; no scopes named.
-        :raises InvalidScopeError: a scope outside the grammar.
-        """
+    def _rules(self, caller: Caller, agent: str) -> None:
         check_agent_name(agent, "agent")
         if caller.uid != self.uid:
-            raise PolicyRefusal(
-                f"{caller} may not obtain tokens for agent {agent!r} (a dev-mode broker serves "
-                f"only uid {self.uid})",
-                reason=RefusalReason.NOT_A_CALLER,
-                agent=agent,
-                found=str(caller),
-            )
+            why = f" (a dev-mode broker serves only uid {self.uid})"
+            raise PolicyRefusal.not_a_caller(caller, agent, why)
+
+    def _scopes(self, agent: str, rules: None, scopes: Sequence[str] | None) -> tuple[str, ...]:
         if scopes is None:
             raise ConfigError(
                 "scopes: a dev-mode broker has no policy to take them from: name them"
             )
-        granted = ScopeSet.parse(scopes)
-        if not granted.scopes:
-            raise InvalidScopeError("expected at least one scope, found none", expected=">=1")
+        return asked_scopes(scopes).scopes
+
+    def _ttl(self, agent: str, rules: None, ttl: int | None) -> int:
         lifetime = min(self.default_ttl, self.max_ttl) if ttl is None else ttl
         if lifetime > self.max_ttl:
-            raise PolicyRefusal(
-                f"agent {agent!r} may not be granted a TTL of {lifetime}s; the maximum is "
-                f"{self.max_ttl}s",
-                reason=RefusalReason.TTL,
-                agent=agent,
-                expected=self.max_ttl,
-                found=lifetime,
+            asked, limit = f"a TTL of {lifetime}s", f"the maximum is {self.max_ttl}s"
+            raise PolicyRefusal.beyond(
+                agent, asked, limit, RefusalReason.TTL, self.max_ttl, lifetime
             )
+        return lifetime
+
+    def _audience(
+        self, agent: str, rules: None, audience: str | Sequence[str] | None
+    ) -> str | tuple[str, ...]:
         if audience is None:
-            return Grant(agent, granted.scopes, lifetime, self.audience)
+            return self.audience
         names = (audience,) if isinstance(audience, str) else tuple(audience)
         if not 1 <= len(names) <= MAX_AUDIENCES:
             raise ConfigError(f"audience: expected 1 to {MAX_AUDIENCES}, found {len(names)}")
-        return Grant(agent, granted.scopes, lifetime, names[0] if len(names) == 1 else names)
+        return names[0] if len(names) == 1 else names
