@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..tokens.claims import MAX_AUDIENCES, check_agent_name
-from .policy_grant import Granting, PolicyRefusal, RefusalReason, asked_scopes
+from .policy_grant import Granting, PolicyRefusal, RefusalReason, asked_scopes, check_ttl
 from .policy_principals import Caller
 
 __all__ = ["DevPolicy"]
@@ -60,6 +60,8 @@ class DevPolicy(Granting[None]):
         return asked_scopes(scopes).scopes
 
     def _ttl(self, agent: str, rules: None, ttl: int | None) -> int:
+        if ttl is not None:
+            check_ttl(ttl)
         lifetime = min(self.default_ttl, self.max_ttl) if ttl is None else ttl
         if lifetime > self.max_ttl:
             asked, limit = f"a TTL of {lifetime}s", f"the maximum is {self.max_ttl}s"

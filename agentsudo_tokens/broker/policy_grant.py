@@ -33,6 +33,7 @@ __all__ = [
     "PolicyRefusal",
     "RefusalReason",
     "asked_scopes",
+    "check_ttl",
 ]
 
 _Rules = TypeVar("_Rules")
@@ -111,6 +112,15 @@ class Grant:
     scopes: tuple[str, ...]
     ttl: int
     audience: str | tuple[str, ...]
+
+
+def check_ttl(ttl: object) -> None:
+    """A TTL asked for is a positive whole number of seconds.
+
+    :raises ConfigError: it is not.
+    """
+    if type(ttl) is not int or ttl <= 0:
+        raise ConfigError(f"ttl: expected a positive number of seconds, found {shown(ttl)}")
 
 
 class Granting(ABC, Generic[_Rules]):
@@ -244,8 +254,7 @@ class Policy(Granting[AgentPolicy]):
     def _ttl(self, agent: str, rules: AgentPolicy, ttl: int | None) -> int:
         if ttl is None:
             return min(self.default_ttl, rules.max_ttl)
-        if type(ttl) is not int or ttl <= 0:
-            raise ConfigError(f"ttl: expected a positive number of seconds, found {shown(ttl)}")
+        check_ttl(ttl)
         if ttl > rules.max_ttl:
             limit = f"its policy's max_ttl is {_seconds(rules.max_ttl)}"
             asked = f"a TTL of {_seconds(ttl)}"

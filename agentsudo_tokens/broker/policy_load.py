@@ -51,6 +51,8 @@ def load_policy(
     except OSError as exc:
         reason = f"cannot read the policy: {exc.strerror or exc}"
         raise PolicyError(reason, file=safe_source(source)) from None
+    except PolicyError:
+        raise  # it names the file already
     except AgentSudoError as exc:
         raise PolicyError(str(exc), file=safe_source(source)) from None
     if len(raw) > MAX_POLICY_BYTES:

@@ -63,5 +63,8 @@ def test_the_dev_policy_refuses_other_users_and_long_ttls() -> None:
         policy.grant(mine, "Bot", scopes=["read:orders"], ttl=7200, audience=None)
     with pytest.raises(ConfigError):
         policy.grant(mine, "bad name\n", scopes=["read:orders"], ttl=None, audience=None)
+    for ttl in (0, -5, True):  # as a policy file's broker refuses them
+        with pytest.raises(ConfigError, match="ttl: expected a positive number of seconds"):
+            policy.grant(mine, "Bot", scopes=["read:orders"], ttl=ttl, audience=None)  # type: ignore[arg-type]
     assert policy.is_admin(mine) and not policy.is_admin(other)
     assert not policy.is_admin(Caller(uid=None, credential="x"))

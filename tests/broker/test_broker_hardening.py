@@ -91,6 +91,7 @@ def test_a_policy_owned_by_another_user_is_refused(tmp_path: Path) -> None:
         [AGENTSUDO, "policy", "check", str(policy)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1 and "belongs to uid 65534" in done.stderr
+    assert done.stderr.count(str(policy)) == 1, done.stderr  # named once, not "p: p: ..."
 
 
 def test_the_cached_revocation_list_shows_a_revocation_at_once(tmp_path: Path) -> None:
