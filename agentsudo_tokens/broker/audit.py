@@ -11,10 +11,11 @@ audit verify`` and ``audit show`` read them), with broker ``outcome`` values:
 ``broker_started``, ``broker_stopped``, ``issued``, ``broker_refused``,
 ``revoked``, ``policy_reloaded``, ``policy_reload_failed``,
 ``elevation_requested``, ``elevation_answered``, ``elevation_issued``,
-``elevation_notify_failed`` (the policy's webhook was not told), and
-``head``. ``caller`` is ``uid:N`` (the socket's peer) or ``credential:NAME``
-(over TCP); no event holds a token or a key (an elevation's arguments appear
-by their hash).
+``elevation_notify_failed`` (the policy's webhook was not told),
+``audit_gap`` (on start, the log was shorter than the head kept in the store:
+see ``audit_anchor``), and ``head``. ``caller`` is ``uid:N`` (the socket's
+peer) or ``credential:NAME`` (over TCP); no event holds a token or a key (an
+elevation's arguments appear by their hash).
 
 A ``head`` line carries ``head``: a compact JWS, header ``{"alg", "typ":
 "audit-head+jwt", "kid"}``, claims ``{"iss", "iat", "chain", "lines"}``:
@@ -25,8 +26,9 @@ unsigned, and when it stops. ``verify_audit`` checks every head's signature
 against the JWKS and that it matches the chain at its place: a line changed,
 added or removed before a signed head is detected even if every hash after it
 was recomputed (that needs the key). Lines after the last signed head are only
-chained: the report counts them; a truncated file, or a tail rewritten together
-with the heads in it, shows as fewer signed lines, not as tampering.
+chained: the report counts them. A file cut back to an earlier signed head
+looks whole by itself; the head kept outside it (``audit_anchor``: in the
+store, and served at ``GET /v1/audit/head``) shows the cut.
 """
 
 from __future__ import annotations
@@ -38,31 +40,34 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..audit.file import AuditFile, verify_chain
+from ..audit.file import AuditFile
 from ..errors import (
     AgentSudoError,
-    BadSignatureError,
-    ConfigError,
-    InvalidTokenError,
-    MalformedTokenError,
     StoreUnavailableError,
-    UnknownKeyError,
 )
-from ..tokens.jws import decode_json_part, encode, split
-from ..tokens.signed import AlgMismatch, SignatureMismatch, UnknownKid, verify_by_kid
+from ..tokens.jws import encode
+from .audit_verify import (
+    GAP,
+    HEAD_TYPE,
+    MAX_HEAD_BYTES,
+    AuditReport,
+    SignedHead,
+    parse_head,
+    verify_audit,
+)
 
 if TYPE_CHECKING:
     from ..state.approvals import ApprovalRequest
-    from ..tokens.jwks import KeySource
     from ..tokens.keys import SigningKey
     from .policy import Caller, Grant
 
 __all__ = [
     "AUDIT_FILE",
+    "GAP",
+    "MAX_HEAD_BYTES",
     "HEAD_EVERY",
     "HEAD_INTERVAL",
     "HEAD_TYPE",
@@ -75,12 +80,8 @@ __all__ = [
 ]
 
 AUDIT_FILE = "broker-audit.jsonl"  # in the key directory unless --audit-log says otherwise
-HEAD_TYPE = "audit-head+jwt"
 HEAD_EVERY = 100  # events between signed heads, at most
 HEAD_INTERVAL = 60.0  # seconds an event waits for a signed head, at most (while serving)
-MAX_HEAD_BYTES = 4096
-_HEADER = frozenset({"alg", "typ", "kid"})
-_CLAIMS = frozenset({"iss", "iat", "chain", "lines"})
 _MAX_ACTION = 200
 _log = logging.getLogger("agentsudo.broker")
 
@@ -105,6 +106,8 @@ class BrokerAudit:
     """The broker's events, appended to its hash-chained file, with signed heads.
 
     :param every: at most this many events between two signed heads.
+    :param on_head: told each new signed head (a compact JWS), e.g. to keep it elsewhere
+        (``audit_anchor``); its failure is logged, never raised.
     :raises ConfigError: the file cannot be opened or trusted (``audit_file``'s rules).
     """
 
@@ -116,6 +119,7 @@ class BrokerAudit:
         issuer: str,
         every: int = HEAD_EVERY,
         interval: float = HEAD_INTERVAL,
+        on_head: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.file = AuditFile(self.path)
@@ -126,6 +130,8 @@ class BrokerAudit:
         self._issuer = issuer
         self._lock = threading.Lock()
         self._unsigned = 0
+        self._on_head = on_head
+        self.latest_head: str | None = None  # the last head this process signed
 
     def __repr__(self) -> str:
         return f"BrokerAudit({str(self.path)!r})"
@@ -155,7 +161,8 @@ class BrokerAudit:
     def _sign(self, chain: str, lines: int) -> dict[str, Any]:
         header = {"alg": self._key.alg, "typ": HEAD_TYPE, "kid": self._key.kid}
         claims = {"iss": self._issuer, "iat": int(time.time()), "chain": chain, "lines": lines}
-        return {"head": encode(header, claims, self._key)}
+        self.latest_head = encode(header, claims, self._key)
+        return {"head": self.latest_head}
 
     def seal(self) -> None:
         """Append a head signing the chain so far.
@@ -173,6 +180,11 @@ class BrokerAudit:
             raise StoreUnavailableError(
                 "the broker cannot write its audit log; see its log"
             ) from exc
+        if self._on_head is not None and self.latest_head is not None:
+            try:
+                self._on_head(self.latest_head)
+            except Exception as exc:  # the head is in the file; keeping it elsewhere is extra
+                _log.warning("audit: the signed head was not kept elsewhere: %s", exc)
 
     def seal_if_unsigned(self) -> None:
         """A signed head, if any event came since the last one."""
@@ -321,151 +333,3 @@ class BrokerAudit:
     def close(self) -> None:
         """Close the file."""
         self.file.close()
-
-
-# -- checking (anyone with the public keys) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignedHead:
-    """A head's verified claims: who signed it, when, and the chain it covers."""
-
-    kid: str
-    issuer: str
-    iat: int
-    chain: str
-    lines: int
-
-
-def _malformed(message: str) -> MalformedTokenError:
-    return MalformedTokenError(f"audit head: {message}")
-
-
-def parse_head(text: object, keys: KeySource) -> SignedHead:
-    """Verify a head's signature and shape strictly.
-
-    :raises MalformedTokenError: not a compact JWS of at most ``MAX_HEAD_BYTES``, a header
-        other than ``alg``/``typ``/``kid``, ``typ`` not ``audit-head+jwt``, ``alg`` not the
-        key's, claims other than ``iss iat chain lines``.
-    :raises UnknownKeyError: ``kid`` names no key in ``keys``.
-    :raises BadSignatureError: the signature does not verify.
-    :raises KeysUnavailableError: ``keys`` cannot be had now.
-    """
-    if not isinstance(text, str) or len(text) > MAX_HEAD_BYTES:
-        raise _malformed(f"expected a JWS of at most {MAX_HEAD_BYTES} characters")
-    parts = split(text)
-    header = decode_json_part(parts.header, "audit head header")
-    if set(header) != _HEADER:
-        raise _malformed("expected a header of exactly alg, typ and kid")
-    typ, kid, alg = header["typ"], header["kid"], header["alg"]
-    if typ != HEAD_TYPE:
-        raise _malformed(f"expected typ {HEAD_TYPE!r}")
-    if not isinstance(kid, str) or not 0 < len(kid) <= 128:
-        raise _malformed("expected kid as a short string")
-    try:
-        verify_by_kid(parts, kid, alg, keys)
-    except UnknownKid:
-        raise UnknownKeyError(
-            f"audit head: signed by key {kid!r}, which the JWKS does not hold",
-            expected="a known kid",
-            found=kid,
-        ) from None
-    except AlgMismatch as refusal:
-        raise _malformed(f"expected alg {refusal.key_alg!r} for key {kid!r}") from None
-    except SignatureMismatch:
-        raise BadSignatureError(
-            f"audit head: the signature by key {kid!r} does not verify",
-            expected=kid,
-            found="invalid signature",
-        ) from None
-    claims = decode_json_part(parts.payload, "audit head payload")
-    if set(claims) != _CLAIMS:
-        raise _malformed("expected exactly the claims iss, iat, chain, lines")
-    issuer, iat, chain, lines = claims["iss"], claims["iat"], claims["chain"], claims["lines"]
-    if not isinstance(issuer, str) or not isinstance(chain, str):
-        raise _malformed("expected iss and chain as strings")
-    if type(iat) is not int or type(lines) is not int or iat < 0 or lines < 0:
-        raise _malformed("expected iat and lines as whole numbers")
-    return SignedHead(kid, issuer, iat, chain, lines)
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """What ``verify_audit`` found: the chain's report plus its signed heads.
-
-    ``unsigned`` counts the lines after the last signed head (every line when there
-    is none): they are chained, but nothing signed vouches for them yet.
-    """
-
-    ok: bool
-    events: int
-    head: str
-    bad_line: int | None = None
-    problem: str | None = None
-    signed_heads: int = 0
-    last_signed_line: int | None = None
-    last_signed_at: int | None = None  # the head's iat (seconds since the epoch)
-    unsigned: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as a JSON-ready dict."""
-        return dict(self.__dict__)
-
-
-def verify_audit(
-    path: str | os.PathLike[str],
-    keys: KeySource | None = None,
-    *,
-    load_keys: Callable[[], KeySource] | None = None,
-) -> AuditReport:
-    """Check the chain and every signed head in it against ``keys``.
-
-    ``load_keys`` instead of ``keys`` is called at the first head, so a file
-    without heads (the guard's audit) needs no keys. With neither, a head is a
-    ``ConfigError``.
-
-    :raises ConfigError: the file cannot be read or trusted, or the keys cannot be had.
-    """
-    source: list[KeySource] = []
-    heads: list[tuple[int, SignedHead]] = []
-
-    def key_source() -> KeySource:
-        if not source:
-            if keys is not None:
-                source.append(keys)
-            elif load_keys is not None:
-                source.append(load_keys())
-            else:
-                raise ConfigError("the audit log has signed heads: give the JWKS to check them")
-        return source[0]
-
-    def check(number: int, fields: dict[str, Any]) -> str | None:
-        if fields.get("outcome") != "head":
-            return None
-        try:
-            head = parse_head(fields.get("head"), key_source())
-        except InvalidTokenError as exc:
-            return f"a signed head that does not verify: {exc}"
-        if head.chain != fields.get("prev"):
-            return "a signed head that does not match the chain: lines before it were rewritten"
-        if head.lines != number - 1:
-            return (
-                f"a signed head for {head.lines} lines at line {number}: "
-                "lines before it were added or removed"
-            )
-        heads.append((number, head))
-        return None
-
-    chain = verify_chain(path, check=check)
-    last_line, last = heads[-1] if heads else (None, None)
-    return AuditReport(
-        ok=chain.ok,
-        events=chain.events,
-        head=chain.head,
-        bad_line=chain.bad_line,
-        problem=chain.problem,
-        signed_heads=len(heads),
-        last_signed_line=last_line,
-        last_signed_at=last.iat if last is not None else None,
-        unsigned=chain.events - (last_line or 0),
-    )
