@@ -10,6 +10,13 @@ kernel's peer credentials, over TCP a credential token this broker issued
 caller gets is decided by the policy. Bodies are JSON objects of at most
 ``max_body`` bytes with only the documented fields; every error is an RFC 9457
 problem, never a stack trace.
+
+Each caller's issuance, elevation filing and refused admin requests are rate
+limited (``issue_rate`` a second after ``issue_burst`` at once, per caller and
+per kind: ``broker.ratelimit``); beyond, a 429 with ``Retry-After``. Refusals
+that could come at line rate (no valid credential over TCP, over the limit)
+are audited once per caller or address in a window, then counted into one
+summary line (``refusals``, ``seconds``) when the window ends.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import functools
 import grp
 import json
 import logging
+import math
 import os
 import pwd
 import signal
@@ -43,12 +51,13 @@ from ..tokens.issuer import Issuer
 from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.verifier import Verifier
-from .audit import AUDIT_FILE, BrokerAudit
+from .audit import AUDIT_FILE, BrokerAudit, principal
 from .devmode import DevPolicy
 from .notify import Notifier
-from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, peer_of
+from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
+from .ratelimit import ISSUE_BURST, ISSUE_RATE, QuietRefusals, RateLimiter
 
 if TYPE_CHECKING:
     from ..state.approvals import ApprovalRequest
@@ -74,6 +83,8 @@ class BrokerConfig:
     body_timeout: float = BODY_TIMEOUT
     header_timeout: float = HEADER_TIMEOUT  # for a request head; then the connection is closed
     peer_connections: int = PEER_CONNECTIONS  # at once, per uid (socket) or address (TCP)
+    issue_rate: float = ISSUE_RATE  # requests a second per caller: issuance, elevation filing
+    issue_burst: int = ISSUE_BURST  # requests at once per caller, before the rate applies
     audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
 
 
@@ -100,6 +111,8 @@ class _Broker:
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
         self.audit = BrokerAudit(audit_log, self.issuer.key, issuer=settings.issuer)
         self.notifier = Notifier(on_failure=self._notify_failed)
+        self.limits = RateLimiter(config.issue_rate, config.issue_burst)
+        self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
 
     def _notify_failed(self, request: ApprovalRequest, why: str) -> None:
         """The policy's webhook was not told of ``request`` (it still waits for an admin)."""
@@ -156,14 +169,52 @@ def caller_of(request: Request, broker: _Broker) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        broker.audit.refused(None, f"{request.method} {request.url.path}", "no credential")
+        _unauthenticated(request, broker, "no credential")
         raise Problem(401, "unauthenticated", "over TCP, present a credential this broker issued")
     try:
         claims = broker.credentials.verify(credential.strip())
     except AgentSudoError as exc:
-        broker.audit.refused(None, f"{request.method} {request.url.path}", f"credential: {exc}")
+        _unauthenticated(request, broker, f"credential: {exc}")
         raise Problem(401, "unauthenticated", f"credential refused: {exc}") from None
     return Caller(uid=None, gids=frozenset(), credential=claims.subject)
+
+
+def _unauthenticated(request: Request, broker: _Broker, reason: str) -> None:
+    """Audit a TCP request without a valid credential, quietly, by its address."""
+    client = request.client
+    address = _peer_key(None, (client.host, client.port) if client else None) or "unknown"
+    action = f"{request.method} {request.url.path}"
+    broker.quiet.refuse("unauthenticated", address, action=action, reason=reason, address=address)
+
+
+class _TooMany(Problem):
+    """429: a caller over its rate limit, and the whole seconds before it may ask again."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(429, "too-many-requests", detail)
+        self.retry_after = retry_after
+
+
+def _limit(
+    broker: _Broker, action: str, who: str, *, caller: str | None = None, agent: str | None = None
+) -> None:
+    """Take one request of ``who``'s ``action`` from its bucket.
+
+    :raises _TooMany: none left (the refusal audited quietly).
+    """
+    wait = broker.limits.take((action, who))
+    if wait <= 0:
+        return
+    limits = broker.limits
+    rule = f"at most {limits.burst} at once, then {limits.rate:g} a second"
+    reason = f"over the rate limit: {rule}"
+    kind = f"over the rate limit of {action}"
+    if broker.quiet.refuse(kind, who, action=action, reason=reason, caller=caller, agent=agent):
+        _log.warning("%s is over the rate limit of %s (%s)", who, action, rule)
+    seconds = max(1, math.ceil(wait))
+    raise _TooMany(
+        f"{who} is over the rate limit of {action} ({rule}); retry in {seconds} s", seconds
+    )
 
 
 def _describe(caller: Caller) -> str:
@@ -253,6 +304,8 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             problem = problem_for(exc)
             if problem.status >= 500 and not isinstance(exc, AgentSudoError | Problem):
                 _log.exception("%s %s failed", request.method, request.url.path)
+            if isinstance(problem, _TooMany):
+                return problem_response(problem, {"retry-after": str(problem.retry_after)})
             return problem_response(problem)
 
     return endpoint
@@ -268,6 +321,8 @@ async def _jwks(request: Request, broker: _Broker) -> Response:
 
 async def _issue(request: Request, broker: _Broker) -> Response:
     caller = caller_of(request, broker)
+    who = str(principal(caller))
+    _limit(broker, "issue", who, caller=who)  # refusals by the policy too: each one is audited
     asked = _model(_TokenRequest, await _json_body(request, broker))
     try:
         grant = broker.policy.grant(
@@ -311,6 +366,8 @@ async def _issue(request: Request, broker: _Broker) -> Response:
 def _admin(request: Request, broker: _Broker) -> Caller:
     caller = caller_of(request, broker)
     if not broker.policy.is_admin(caller):
+        who = str(principal(caller))
+        _limit(broker, "admin", who, caller=who)  # a refusal audited, so no faster than this
         reason = f"{_describe(caller)} is not an admin of this broker"
         broker.audit.refused(caller, f"{request.method} {request.url.path}", reason)
         raise Problem(403, "forbidden", reason)
@@ -463,6 +520,9 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
             raise Problem(400, "invalid-request", f"{name}: expected printable text")
     ScopeSet.parse([asked.scope])
     claims = await asyncio.to_thread(_elevation_claims, broker, asked.token)
+    peer = peer_of(request.scope)  # on the socket its uid; over TCP the asking token's agent
+    who = f"uid:{peer.uid}" if peer is not None else f"agent:{claims.subject}"
+    _limit(broker, "elevation", who, caller=who if peer else None, agent=claims.subject)
     policy = broker.policy
     may_ask = isinstance(policy, DevPolicy) or policy.needs_human(claims.subject, asked.scope)
     try:
@@ -531,12 +591,15 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         loop.add_signal_handler(signal.SIGHUP, broker.reload)  # only in the main thread
     broker.audit.started(broker.config.policy_path)  # and a signed head
     heads = asyncio.create_task(broker.audit.keep_signing())
+    summaries = asyncio.create_task(broker.quiet.keep_summarising())
     try:
         yield
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
         heads.cancel()
+        summaries.cancel()
+        broker.quiet.summarise(everything=True)  # the refusals counted so far
         broker.audit.stopped()  # and the last signed head
         broker.close()
 

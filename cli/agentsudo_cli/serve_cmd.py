@@ -6,12 +6,46 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
+from agentsudo_tokens.broker.ratelimit import ISSUE_BURST, ISSUE_RATE
+
 from ._common import keys_dir_option, settings
 from .revoke_cmd import store_option
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """``--issue-rate``: a finite number above 0 (a limit is never off).
+
+    :raises ConfigError: anything else (one line, exit status 2).
+    """
+    from agentsudo_tokens.errors import ConfigError
+
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(
+            f"--issue-rate: expected requests a second above 0 (never off), found {value!r}"
+        )
+    return rate
+
+
+def _burst(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """``--issue-burst``: a whole number of at least 1.
+
+    :raises ConfigError: anything else (one line, exit status 2).
+    """
+    from agentsudo_tokens.errors import ConfigError
+
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"--issue-burst: expected a whole number of at least 1, found {value!r}")
+    return int(text)
 
 
 @click.command()
@@ -66,6 +100,24 @@ from .revoke_cmd import store_option
     help="Connections one caller may hold at once (one uid on the socket, one address on "
     "TCP); more are answered 429 and closed.",
 )
+@click.option(
+    "--issue-rate",
+    default=f"{ISSUE_RATE:g}",
+    show_default=True,
+    callback=_rate,
+    metavar="N",
+    help="Requests a second one caller may make, sustained, for tokens, and apart for "
+    "elevation requests (a uid on the socket; a credential, or an elevation's agent, on "
+    "TCP); beyond, 429 with Retry-After. Never off.",
+)
+@click.option(
+    "--issue-burst",
+    default=str(ISSUE_BURST),
+    show_default=True,
+    callback=_burst,
+    metavar="N",
+    help="Requests one caller may make at once before --issue-rate applies.",
+)
 @keys_dir_option
 @store_option
 def serve(
@@ -77,6 +129,8 @@ def serve(
     audit_log: Path | None,
     header_timeout: float,
     peer_connections: int,
+    issue_rate: float,
+    issue_burst: int,
     keys_dir: Path | None,
     store: str | None,
 ) -> None:
@@ -108,6 +162,8 @@ def serve(
         audit_log=audit_log,
         header_timeout=header_timeout,
         peer_connections=peer_connections,
+        issue_rate=issue_rate,
+        issue_burst=issue_burst,
     )
     group = group_id(socket_group) if socket_group is not None else None
 
