@@ -111,6 +111,7 @@ class AuditFile:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._last: tuple[int, str] | None = None  # (file size after our last write, its hash)
+        self.last_line: tuple[int, int] | None = None  # byte offsets of the last line we wrote
         self._counted: tuple[int, int] | None = None  # (an offset, the newlines before it)
 
     def __repr__(self) -> str:
@@ -203,6 +204,7 @@ class AuditFile:
                     data = b"\n" + data
                 _write_all(fd, data)
                 self._last = (info.st_size + len(data), fields["hash"])
+                self.last_line = (info.st_size + (1 if torn else 0), info.st_size + len(data))
                 if self._counted is not None and self._counted[0] == info.st_size:
                     self._counted = (info.st_size + len(data), self._counted[1] + data.count(b"\n"))
                 return str(fields["hash"])

@@ -51,7 +51,8 @@ from ..tokens.issuer import Issuer
 from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.verifier import Verifier
-from .audit import AUDIT_FILE, BrokerAudit, principal
+from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
+from .audit_anchor import AuditAnchor
 from .devmode import DevPolicy
 from .notify import Notifier
 from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
@@ -109,7 +110,10 @@ class _Broker:
         )
         self._revocation_list: tuple[float, int, str] | None = None  # (built at, changes, list)
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
-        self.audit = BrokerAudit(audit_log, self.issuer.key, issuer=settings.issuer)
+        self.anchor = AuditAnchor(self.store, audit_log)  # the last signed head, kept aside
+        self.audit = BrokerAudit(
+            audit_log, self.issuer.key, issuer=settings.issuer, on_head=self.anchor.keep
+        )
         self.notifier = Notifier(on_failure=self._notify_failed)
         self.limits = RateLimiter(config.issue_rate, config.issue_burst)
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
@@ -128,6 +132,24 @@ class _Broker:
         return load_policy(
             self.config.policy_path, max_ttl=settings.max_ttl, audience=settings.audience
         )
+
+    def check_audit(self) -> None:
+        """On start: a log shorter than the head kept in the store gets an ``audit_gap`` line."""
+        try:
+            gap = self.anchor.check(self.audit.path, self.keys.public_keys())
+        except AgentSudoError as exc:
+            _log.error("the audit log could not be checked against its kept head: %s", exc)
+            return
+        if gap is not None:
+            _log.error(
+                "the audit log was cut or replaced while the broker was away: %s", gap.problem
+            )
+            self.audit.record(
+                GAP,
+                expected_lines=gap.expected_lines,
+                found_lines=gap.found_lines,
+                problem=gap.problem,
+            )
 
     def reload(self) -> None:
         """Read the policy again; a bad one is refused and the old one stays."""
@@ -374,6 +396,14 @@ def _admin(request: Request, broker: _Broker) -> Caller:
     return caller
 
 
+async def _audit_head(request: Request, broker: _Broker) -> Response:
+    """A head signed now over the broker's audit (admins: ``audit verify --broker``)."""
+    _admin(request, broker)
+    await asyncio.to_thread(broker.audit.seal_if_unsigned)  # so it covers every event so far
+    head = await asyncio.to_thread(broker.anchor.latest)
+    return JSONResponse({"head": head or broker.audit.latest_head})
+
+
 async def _revocation_list(request: Request, broker: _Broker) -> Response:
     """The signed revocation list: public, like the JWKS (it names only jtis and agents)."""
     from ..tokens.revocation_list import build_revocation_list
@@ -589,6 +619,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, broker.reload)  # only in the main thread
+    broker.check_audit()
     broker.audit.started(broker.config.policy_path)  # and a signed head
     heads = asyncio.create_task(broker.audit.keep_signing())
     summaries = asyncio.create_task(broker.quiet.keep_summarising())
@@ -624,6 +655,7 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/.well-known/jwks.json", _endpoint(_jwks), methods=["GET"]),
         Route("/v1/tokens", _endpoint(_issue), methods=["POST"]),
         Route("/v1/revocations", _endpoint(_revocation_list), methods=["GET"]),
+        Route("/v1/audit/head", _endpoint(_audit_head), methods=["GET"]),
         Route("/v1/revocations", _endpoint(_revoke), methods=["POST"]),
         Route("/v1/approvals", _endpoint(_approvals), methods=["GET"]),
         Route("/v1/approvals/{request_id}", _endpoint(_approval), methods=["GET"]),

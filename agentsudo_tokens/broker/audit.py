@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 import os
 import threading
@@ -132,6 +133,7 @@ class BrokerAudit:
         self._unsigned = 0
         self._on_head = on_head
         self.latest_head: str | None = None  # the last head this process signed
+        self._head_line: tuple[int, int, bytes] | None = None  # where it is, and its digest
 
     def __repr__(self) -> str:
         return f"BrokerAudit({str(self.path)!r})"
@@ -164,15 +166,56 @@ class BrokerAudit:
         self.latest_head = encode(header, claims, self._key)
         return {"head": self.latest_head}
 
+    def _line_at(self, start: int, end: int) -> bytes | None:
+        """The digest of the file's bytes ``start:end`` now (``None``: not there)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.pread(fd, end - start, start)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return hashlib.sha256(data).digest() if len(data) == end - start else None
+
+    def _note_head(self) -> None:
+        """Remember where the head just written is, to find it again at the next seal."""
+        where = self.file.last_line
+        digest = self._line_at(*where) if where is not None else None
+        self._head_line = (*where, digest) if where is not None and digest else None
+
+    def _check_last_head(self) -> None:
+        """Before signing again: our last head must still be where we wrote it.
+
+        A log cut or replaced while the broker runs would otherwise be signed over
+        by the next head; an ``audit_gap`` line says what was found instead.
+        """
+        if self._head_line is None:
+            return
+        start, end, digest = self._head_line
+        if self._line_at(start, end) == digest:
+            return
+        problem = (
+            f"the signed head this broker wrote at bytes {start}-{end} is gone: the log was "
+            "cut or replaced while the broker ran"
+        )
+        _log.error("audit: %s", problem)
+        self.file.append({"time": _now(), "outcome": GAP, "problem": problem})
+
     def seal(self) -> None:
-        """Append a head signing the chain so far.
+        """Append a head signing the chain so far (after an ``audit_gap`` line if the
+        last head this broker wrote is gone).
 
         :raises StoreUnavailableError: the file cannot be written.
         """
         with self._lock:
             unsigned, self._unsigned = self._unsigned, 0
         try:
+            self._check_last_head()
             self.file.append({"time": _now(), "outcome": "head"}, seal=self._sign)
+            self._note_head()
         except AgentSudoError as exc:
             with self._lock:
                 self._unsigned += unsigned

@@ -109,10 +109,6 @@ def bind_tcp(listen: str) -> socket.socket:
     return sock
 
 
-def _ignore(signum: int, frame: object) -> None:
-    """Nothing: the signal has already done its work (a graceful shutdown)."""
-
-
 def serve(
     config: BrokerConfig,
     *,
@@ -146,8 +142,6 @@ def serve(
             host, port = tcp.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             addresses.append(f"http://{shown}:{port}")
-        if on_ready is not None:
-            on_ready(addresses)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -163,10 +157,17 @@ def serve(
                 server_header=False,
             )
         )
-        # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a
-        # handler of ours receives it, so a broker stopped by SIGTERM or SIGINT exits 0.
-        quiet = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def stop(signum: int, frame: object) -> None:
+            server.should_exit = True  # uvicorn starts, then shuts down gracefully at once
+
+        # Ours from before "listening" is said until the end: a SIGTERM that comes before
+        # uvicorn's handlers (or after, as uvicorn re-raises it once it has shut down) stops
+        # the broker gracefully, and it exits 0; none is lost, none kills it mid-write.
+        quiet = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            if on_ready is not None:
+                on_ready(addresses)
             server.run(sockets=sockets)
         finally:
             for sig, handler in quiet.items():

@@ -12,6 +12,9 @@ import click
 from ._common import json_option, terminal_safe
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agentsudo_tokens.broker.audit import SignedHead
     from agentsudo_tokens.tokens.jwks import KeySource
 
 OUTCOMES = ("allowed", "denied", "audit_violation", "approved", "refused")
@@ -70,14 +73,24 @@ def _when(seconds: int | None) -> str:
     is_flag=True,
     help="Fail unless a signed head covers every event (as a stopped broker leaves it).",
 )
+@click.option(
+    "--broker",
+    "against_broker",
+    is_flag=True,
+    help="Also check FILE against the last head the broker signed (AGENTSUDO_BROKER; an "
+    "admin's call): a log cut back to an earlier signed head fails.",
+)
 @json_option
-def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -> None:
+def verify_file(
+    file: Path, jwks: str | None, all_signed: bool, against_broker: bool, as_json: bool
+) -> None:
     """Check FILE's hash chain, and each head the broker signed, with the public keys alone.
 
     Reports the first edited, removed or reordered line, and a signed head that
     does not verify or no longer matches the lines before it (a rewritten part,
     even with every hash recomputed). Lines after the last signed head are only
-    chained: they are counted, not vouched for.
+    chained: they are counted, not vouched for; --broker checks them against
+    the head the broker keeps.
     """
     from agentsudo_tokens.broker.audit import verify_audit
     from agentsudo_tokens.errors import ConfigError
@@ -96,7 +109,8 @@ def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -
                 f"(give --jwks): {exc}"
             ) from exc
 
-    report = verify_audit(file, load_keys=load_keys)
+    anchor = _broker_head(load_keys) if against_broker else None
+    report = verify_audit(file, load_keys=load_keys, anchor=anchor)
     result = report.to_dict()
     if report.ok and all_signed and report.unsigned:
         where = (
@@ -108,6 +122,8 @@ def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -
         result |= {"ok": False, "problem": f"{report.unsigned} events after {where}"}
     if as_json:
         click.echo(json.dumps(result))
+    elif not report.ok and report.bad_line is None:
+        click.echo(terminal_safe(f"agentsudo: TAMPERED: {report.problem}"), err=True)
     elif not report.ok:
         click.echo(
             terminal_safe(
@@ -133,6 +149,24 @@ def verify_file(file: Path, jwks: str | None, all_signed: bool, as_json: bool) -
         )
     if not result["ok"]:
         raise SystemExit(1)
+
+
+def _broker_head(load_keys: Callable[[], KeySource]) -> SignedHead | None:
+    """The last head the broker at AGENTSUDO_BROKER signed, verified; None if it has none."""
+    from agentsudo_tokens.broker.audit import parse_head
+    from agentsudo_tokens.broker.client import BrokerClient
+    from agentsudo_tokens.errors import ConfigError
+
+    from ._common import settings
+
+    current = settings()
+    if current.broker is None:
+        raise ConfigError("--broker: set AGENTSUDO_BROKER to the broker's address")
+    answer = BrokerClient.from_settings(current).request("GET", "/v1/audit/head")
+    head = answer.get("head") if isinstance(answer, dict) else None
+    if head is None:
+        return None
+    return parse_head(head, load_keys())
 
 
 def _matches(

@@ -8,12 +8,16 @@ head is also kept in the state store (``audit_anchor``) and served to admins at
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
+from installed_cli import AGENTSUDO
 
-from agentsudo_tokens import KeySet, SigningKey
-from agentsudo_tokens.broker.audit import GAP, BrokerAudit, parse_head, verify_audit
+from agentsudo_tokens import KeySet, PermissionDeniedError, SigningKey
+from agentsudo_tokens.broker.audit import AUDIT_FILE, GAP, BrokerAudit, parse_head, verify_audit
 from agentsudo_tokens.broker.audit_anchor import AuditAnchor
 from agentsudo_tokens.state import open_store
 
@@ -27,6 +31,21 @@ def _written(tmp_path: Path, key: SigningKey, events: int = 6) -> tuple[Path, Au
         audit.record("issued", agent=f"Bot{n}")
     audit.close()
     return log, anchor, 4
+
+
+ME = os.getuid()
+AGENT = """
+[agents.SupportBot]
+scopes = ["read:orders"]
+max_ttl = "1h"
+callers = ["uid:{me}"]
+"""
+POLICY = f'[broker]\nadmins = ["uid:{ME}"]\n' + AGENT.format(me=ME)
+NOT_ADMIN = f'[broker]\nadmins = ["uid:{ME + 4242}"]\n' + AGENT.format(me=ME)
+
+
+def _events(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
 
 
 def _cut(log: Path, keep: int) -> None:
@@ -85,14 +104,31 @@ def test_a_gap_line_fails_verification_from_then_on(tmp_path: Path) -> None:
     gap = anchor.check(log, KeySet([key.public]))
     assert gap is not None
     audit = BrokerAudit(log, key, issuer="agentsudo", on_head=anchor.keep)
-    audit.record(GAP, expected_lines=gap.expected_lines, found_lines=gap.found_lines)
+    audit.record(GAP, found_lines=gap.found_lines, problem=gap.problem)
     audit.seal()
     audit.close()
     report = verify_audit(log, KeySet([key.public]))
     assert not report.ok and report.bad_line == first_head + 1
-    assert "shorter than its last signed head" in str(report.problem)
+    assert "found this log cut or replaced: the log ends at line 4" in str(report.problem)
     # the anchor now covers the gap line: the next start finds no new gap
     assert anchor.check(log, KeySet([key.public])) is None
+
+
+def test_a_cut_while_the_broker_runs_is_not_signed_over(tmp_path: Path) -> None:
+    """The next head would vouch for the cut file: first a gap line says what was found."""
+    key = SigningKey.generate()
+    log = tmp_path / "broker-audit.jsonl"
+    audit = BrokerAudit(log, key, issuer="agentsudo", every=3)
+    for n in range(6):
+        audit.record("issued", agent=f"Bot{n}")
+    _cut(log, 4)  # someone with the broker's rights, while it runs
+    for n in range(3):
+        audit.record("issued", agent=f"Later{n}")  # the third seals
+    audit.close()
+    outcomes = [e["outcome"] for e in _events(log)]
+    assert outcomes[4:] == ["issued", "issued", "issued", GAP, "head"], outcomes
+    report = verify_audit(log, KeySet([key.public]))
+    assert not report.ok and report.bad_line == 8 and "is gone" in str(report.problem)
 
 
 def test_a_kept_head_that_does_not_verify_is_a_gap(tmp_path: Path) -> None:
@@ -120,3 +156,89 @@ def test_a_malformed_kept_head_is_a_gap_not_a_crash(tmp_path: Path, bad: str) ->
     anchor.store.put(anchor.key, bad, expires_at=2**40)
     gap = anchor.check(log, KeySet([key.public]))
     assert gap is not None and "does not verify" in gap.problem
+
+
+# --- a real broker: `agentsudo serve`, `agentsudo audit verify` ------------------------------
+
+
+def _broker_run(root: Path) -> Path:
+    """A broker that issues two tokens and stops; its audit log."""
+    from broker_harness import Broker
+
+    running = Broker(root, POLICY)
+    for _ in range(2):
+        running.client.issue("SupportBot")
+    assert running.stop() == 0
+    return root / "keys" / AUDIT_FILE
+
+
+def _verify(log: Path, *extra: str, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSUDO_")}
+    return subprocess.run(
+        [AGENTSUDO, "audit", "verify", str(log), "--jwks", str(log.parent / "jwks.json"), *extra],
+        env=base | (env or {}), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_broker_that_finds_its_log_cut_on_start_says_so_in_the_log(tmp_path: Path) -> None:
+    from broker_harness import Broker, init_keys
+
+    init_keys(tmp_path)
+    log = _broker_run(tmp_path)
+    first_head = next(n for n, e in enumerate(_events(log), 1) if e["outcome"] == "head")
+    _cut(log, first_head)  # back to the head signed on start: the issuances are gone
+    alone = _verify(log)
+    assert alone.returncode == 0, alone.stderr  # the file alone cannot tell
+    running = Broker(tmp_path, POLICY)
+    assert running.stop() == 0
+    assert "cut or replaced while the broker was away" in running.stderr
+    gap = [e for e in _events(log) if e["outcome"] == GAP]
+    assert len(gap) == 1 and gap[0]["found_lines"] == first_head
+    done = _verify(log)
+    assert done.returncode == 1 and "found this log cut or replaced" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_audit_verify_broker_catches_a_cut_made_while_it_runs(tmp_path: Path) -> None:
+    from broker_harness import Broker, init_keys
+
+    init_keys(tmp_path)
+    running = Broker(tmp_path, POLICY)
+    try:
+        for _ in range(3):
+            running.client.issue("SupportBot")
+        log = tmp_path / "keys" / AUDIT_FILE
+        env = {"AGENTSUDO_BROKER": running.address}
+        running.client.request("POST", "/v1/revocations", {"jti": "x" * 22})  # any admin event
+        whole = _verify(log, "--broker", env=env)
+        assert whole.returncode == 0, whole.stderr
+        _cut(log, 2)  # the start event and its signed head
+        cut = _verify(log, "--broker", env=env)
+        assert cut.returncode == 1 and "it was cut" in cut.stderr, cut.stderr
+        assert _verify(log).returncode == 0  # without --broker the file alone looks whole
+    finally:
+        running.stop()
+
+
+def test_only_an_admin_reads_the_kept_head(tmp_path: Path) -> None:
+    from broker_harness import Broker, init_keys
+
+    init_keys(tmp_path)
+    running = Broker(tmp_path, NOT_ADMIN)
+    try:
+        with pytest.raises(PermissionDeniedError, match="not an admin"):
+            running.client.request("GET", "/v1/audit/head")
+        log = tmp_path / "keys" / AUDIT_FILE
+        done = _verify(log, "--broker", env={"AGENTSUDO_BROKER": running.address})
+        assert done.returncode == 1 and "not an admin" in done.stderr
+    finally:
+        running.stop()
+
+
+def test_audit_verify_broker_needs_a_broker(tmp_path: Path) -> None:
+    from broker_harness import init_keys
+
+    init_keys(tmp_path)
+    log = _broker_run(tmp_path)
+    done = _verify(log, "--broker")
+    assert done.returncode == 2 and "set AGENTSUDO_BROKER" in done.stderr

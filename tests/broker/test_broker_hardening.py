@@ -106,3 +106,17 @@ def test_the_cached_revocation_list_shows_a_revocation_at_once(tmp_path: Path) -
         assert raw(broker.socket, request)[2] != first  # a revocation here: built anew at once
     finally:
         broker.stop()
+
+
+def test_a_sigterm_just_after_listening_stops_the_broker_gracefully(tmp_path: Path) -> None:
+    """A signal before uvicorn's handlers is neither fatal nor lost: exit 0, audited."""
+    import json
+
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    for _ in range(5):
+        broker = Broker(tmp_path, POLICY)  # returns once "listening on" is said
+        assert broker.stop() == 0, broker.stderr
+        assert "Traceback" not in broker.stderr
+    log = tmp_path / "keys" / "broker-audit.jsonl"
+    outcomes = [json.loads(line)["outcome"] for line in log.read_text().splitlines()]
+    assert outcomes.count("broker_started") == outcomes.count("broker_stopped") == 5
