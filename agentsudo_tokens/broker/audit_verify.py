@@ -148,8 +148,8 @@ def verify_audit(
 
     ``anchor``, a head kept outside the file (``audit_anchor``: the broker's store,
     or its ``GET /v1/audit/head``), must be in the file at its place: a log cut
-    back to an earlier signed head, or replaced, fails. A ``audit_gap`` line (the
-    broker found its log shorter than its anchor when it started) fails too.
+    back to an earlier signed head, or replaced, fails. An ``audit_gap`` line (the
+    broker found its log cut or replaced) fails too.
 
     :raises ConfigError: the file cannot be read or trusted, or the keys cannot be had.
     """
@@ -170,11 +170,7 @@ def verify_audit(
         if anchor is not None and number == anchor.lines + 1 and fields.get("prev") != anchor.chain:
             return REPLACED
         if fields.get("outcome") == GAP:
-            return (
-                "the broker found this log shorter than its last signed head when it "
-                f"started (it had {fields.get('found_lines')} of {fields.get('expected_lines')} "
-                "lines): it was cut"
-            )
+            return f"the broker found this log cut or replaced: {fields.get('problem')}"
         if fields.get("outcome") != "head":
             return None
         try:
