@@ -120,3 +120,19 @@ def test_a_sigterm_just_after_listening_stops_the_broker_gracefully(tmp_path: Pa
     log = tmp_path / "keys" / "broker-audit.jsonl"
     outcomes = [json.loads(line)["outcome"] for line in log.read_text().splitlines()]
     assert outcomes.count("broker_started") == outcomes.count("broker_stopped") == 5
+
+
+def test_tcp_connections_to_the_broker_send_without_waiting_for_acks() -> None:
+    """TCP_NODELAY on accepted connections: a kept-alive client is not held ~40 ms a request."""
+    import socket
+
+    from agentsudo_tokens.broker.server import bind_tcp
+
+    listening = bind_tcp("127.0.0.1:0")
+    client = socket.create_connection(listening.getsockname()[:2], timeout=5)
+    accepted, _ = listening.accept()
+    try:
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        for sock in (accepted, client, listening):
+            sock.close()
