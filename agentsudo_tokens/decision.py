@@ -11,6 +11,7 @@ from .guard.decision import (
     OnDeny,
     Policy,
 )
+from .guard.decision import evaluate as evaluate  # public before the move, not in __all__
 
 __all__ = [
     "ApprovalContext",

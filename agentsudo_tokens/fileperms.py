@@ -51,7 +51,10 @@ def check_not_writable_by_others(path: Path, *, what: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     expected = "0700 or 0755" if stat.S_ISDIR(st_mode) else "0600 or 0644"
-    _refuse(path, stat.S_IMODE(st_mode), what, f"expected {expected}: run chmod go-w on it")
+    advice = f"expected {expected}: run chmod go-w on it"
+    if stat.S_ISDIR(st_mode) and st_mode & stat.S_ISVTX:  # /tmp and its kind are shared by design
+        advice = "a shared directory such as /tmp: keep the file in a directory of its own"
+    _refuse(path, stat.S_IMODE(st_mode), what, advice)
 
 
 def open_trusted(path: Path, *, what: str) -> BinaryIO:

@@ -6,7 +6,7 @@ with the chain's head signed by the broker's key.
     audit.seal()                                             # a signed head over it all
     report = verify_audit("broker-audit.jsonl", keys)        # with the public keys alone
 
-Events are lines of ``audit_file``'s chain (the same format, so ``agentsudo
+Events are lines of ``audit.file``'s chain (the same format, so ``agentsudo
 audit verify`` and ``audit show`` read them), with broker ``outcome`` values:
 ``broker_started``, ``broker_stopped``, ``issued``, ``broker_refused``,
 ``revoked``, ``policy_reloaded``, ``policy_reload_failed``,
@@ -109,7 +109,7 @@ class BrokerAudit:
     :param every: at most this many events between two signed heads.
     :param on_head: told each new signed head (a compact JWS), e.g. to keep it elsewhere
         (``audit_anchor``); its failure is logged, never raised.
-    :raises ConfigError: the file cannot be opened or trusted (``audit_file``'s rules).
+    :raises ConfigError: the file cannot be opened or trusted (``audit.file``'s rules).
     """
 
     def __init__(

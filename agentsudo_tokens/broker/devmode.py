@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..tokens.claims import MAX_AUDIENCES, check_agent_name
-from .policy_grant import Granting, PolicyRefusal, RefusalReason, asked_scopes, check_ttl
+from .policy_grant import (
+    Granting,
+    PolicyRefusal,
+    RefusalReason,
+    asked_scopes,
+    check_ttl,
+    seconds_shown,
+)
 from .policy_principals import Caller
 
 __all__ = ["DevPolicy"]
@@ -64,7 +71,8 @@ class DevPolicy(Granting[None]):
             check_ttl(ttl)
         lifetime = min(self.default_ttl, self.max_ttl) if ttl is None else ttl
         if lifetime > self.max_ttl:
-            asked, limit = f"a TTL of {lifetime}s", f"the maximum is {self.max_ttl}s"
+            asked = f"a TTL of {seconds_shown(lifetime)}"
+            limit = f"the maximum is {seconds_shown(self.max_ttl)}"
             raise PolicyRefusal.beyond(
                 agent, asked, limit, RefusalReason.TTL, self.max_ttl, lifetime
             )

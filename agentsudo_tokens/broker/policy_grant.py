@@ -34,12 +34,14 @@ __all__ = [
     "RefusalReason",
     "asked_scopes",
     "check_ttl",
+    "seconds_shown",
 ]
 
 _Rules = TypeVar("_Rules")
 
 
-def _seconds(seconds: int) -> str:
+def seconds_shown(seconds: int) -> str:
+    """``7200s (2h)``: seconds, and the unit a human reads when there is one."""
     unit = human(seconds)
     return f"{seconds}s" if unit == f"{seconds}s" else f"{seconds}s ({unit})"
 
@@ -256,8 +258,8 @@ class Policy(Granting[AgentPolicy]):
             return min(self.default_ttl, rules.max_ttl)
         check_ttl(ttl)
         if ttl > rules.max_ttl:
-            limit = f"its policy's max_ttl is {_seconds(rules.max_ttl)}"
-            asked = f"a TTL of {_seconds(ttl)}"
+            limit = f"its policy's max_ttl is {seconds_shown(rules.max_ttl)}"
+            asked = f"a TTL of {seconds_shown(ttl)}"
             raise PolicyRefusal.beyond(agent, asked, limit, RefusalReason.TTL, rules.max_ttl, ttl)
         return ttl
 

@@ -326,7 +326,7 @@ class RequireScope(SecurityBase):
         scheme_name: str | None = None,
     ) -> None:
         self.scope = validate_required_scope(scope)
-        self.__agentsudo_scope__ = self.scope  # read by agentsudo_tokens.scopemap
+        self.__agentsudo_scope__ = self.scope  # read by agentsudo_tokens.integrations.scopemap
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_SCHEME_DESCRIPTION)
         self.scheme_name = scheme_name or "AgentSudoBearer"
         self._verification = _Verification(verifier, in_thread)

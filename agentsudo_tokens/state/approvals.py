@@ -19,7 +19,7 @@ refused without asking, never shown shortened. A value JSON lacks is shown and
 bound as ``{"$repr": repr(value), "$type": "module.Type"}``; a value whose
 ``repr`` fails cannot be shown, and the call is refused. Requests and answers
 expire shortly after the request's deadline. The waiting side is
-``elevation``.
+``guard.elevation`` (and ``guard.broker_elevation`` through the broker).
 """
 
 from __future__ import annotations

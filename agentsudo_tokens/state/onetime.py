@@ -1,6 +1,7 @@
 """One-time tokens: the first successful verification consumes the ``jti``; later uses fail.
 
-    minted = issue_once(issuer, store, "DeployBot", ["deploy:prod"], ttl=300)
+    mark_one_time(store, minted.claims)  # what tokens.issuer.issue_once does before handing out
+    minted = issue_once(issuer, store, "DeployBot", ["deploy:prod"], ttl=300)   # the same, in one
     verifier = Verifier(keys, store=store)
     verifier.verify(minted.token)        # accepted, and consumed
     verifier.verify(minted.token)        # RevokedTokenError: already used (in any process)

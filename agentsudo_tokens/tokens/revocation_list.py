@@ -12,7 +12,7 @@ The list is a compact JWS signed with the broker's token key, header
      "revoked": {"<jti>": <the latest exp of a token naming it>, ...},
      "agents": {"<agent>": <tokens issued at or before this time are refused>, ...}}
 
-It is built from the store entries ``agentsudo_tokens.revocation`` writes and
+It is built from the store entries ``tokens.revocation`` writes and
 holds at most ``MAX_ENTRIES`` entries in ``MAX_LIST_BYTES``; a bigger list is
 refused when built and when read (fail closed: verifiers then refuse every
 token once their last good list is ``max_stale``).

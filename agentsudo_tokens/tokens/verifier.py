@@ -113,7 +113,7 @@ class Verifier:
     :param max_ttl: the longest lifetime ``exp - iat`` accepted.
     :param cache_size: how many verified tokens to remember; 0 turns the cache off.
     :param store: state to check after the signature and claims: revocation and
-        one-time tokens (see ``agentsudo_tokens.store``). ``None``: offline only,
+        one-time tokens (see ``agentsudo_tokens.state``). ``None``: offline only,
         and one-time tokens are refused.
     :param revocation_recheck: seconds for which the store's "not revoked" answer
         about a cached token is reused; 0 asks on every verification.

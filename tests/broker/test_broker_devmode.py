@@ -59,7 +59,7 @@ def test_the_dev_policy_refuses_other_users_and_long_ttls() -> None:
     assert (grant.scopes, grant.ttl, grant.audience) == (("read:orders",), 900, "agentsudo")
     with pytest.raises(PolicyRefusal, match="serves only uid 1000"):
         policy.grant(other, "Bot", scopes=["read:orders"], ttl=None, audience=None)
-    with pytest.raises(PolicyRefusal, match="TTL of 7200s"):
+    with pytest.raises(PolicyRefusal, match=r"TTL of 7200s \(2h\); the maximum is 3600s \(1h\)"):
         policy.grant(mine, "Bot", scopes=["read:orders"], ttl=7200, audience=None)
     with pytest.raises(ConfigError):
         policy.grant(mine, "bad name\n", scopes=["read:orders"], ttl=None, audience=None)

@@ -730,3 +730,14 @@ def test_policy_check_through_the_installed_cli(tmp_path: Path) -> None:
 
     done = sh("policy", "check", cwd=tmp_path)
     assert done.returncode == 2 and "Missing argument 'FILE'" in done.stderr
+
+
+def test_a_policy_in_a_shared_sticky_directory_is_not_told_to_chmod_it(tmp_path: Path) -> None:
+    """/tmp's kind (mode 1777) is shared by design: the advice is to move the file, not chmod."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "agentsudo.toml").write_text('[broker]\nadmins = ["uid:0"]\n')
+    done = sh("policy", "check", str(shared / "agentsudo.toml"), cwd=tmp_path)
+    assert done.returncode == 1 and "writable by others (mode 1777)" in done.stderr
+    assert "chmod" not in done.stderr and "a directory of its own" in done.stderr
