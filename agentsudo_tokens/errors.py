@@ -18,6 +18,7 @@ __all__ = [
     "AgentSudoError",
     "BadSignatureError",
     "ConfigError",
+    "DelegationRefusedError",
     "ExpiredTokenError",
     "InvalidScopeError",
     "InvalidTokenError",
@@ -113,6 +114,29 @@ class PermissionDeniedError(AgentSudoError, PermissionError):
         super().__init__(message, expected=expected, found=found)
         self.agent = agent
         self.scope = scope
+
+
+class DelegationRefusedError(PermissionDeniedError):
+    """A token exchange (delegation to a sub-agent) refused by its narrowing rules or the policy.
+
+    ``reason`` names the rule: ``scope``, ``audience``, ``ttl``, ``depth``,
+    ``not_delegable`` (the policy keeps the grant from being passed on),
+    ``one_time`` (a one-time token is never exchanged), ``broker_credential``,
+    ``revoked_actor`` (the sub-agent's tokens are revoked by a kill switch).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        agent: str | None = None,
+        scope: str | None = None,
+        expected: Any = None,
+        found: Any = None,
+    ) -> None:
+        super().__init__(message, agent=agent, scope=scope, expected=expected, found=found)
+        self.reason = reason
 
 
 class InvalidTokenError(AgentSudoError):

@@ -54,6 +54,7 @@ from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
 from .devmode import DevPolicy
+from .exchange import EXCHANGE_PATH, exchange_endpoint
 from .notify import Notifier
 from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
 from .policy import Caller, Policy, load_policy
@@ -663,6 +664,7 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/v1/approvals/{request_id}/deny", _endpoint(_deny), methods=["POST"]),
         Route("/v1/elevations", _endpoint(_file_elevation), methods=["POST"]),
         Route("/v1/elevations/{request_id}", _endpoint(_elevation), methods=["GET"]),
+        Route(EXCHANGE_PATH, exchange_endpoint, methods=["POST"]),  # RFC 8693: delegation
     ]
     app = Starlette(
         routes=routes,

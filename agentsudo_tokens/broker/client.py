@@ -71,6 +71,30 @@ _ERRORS: dict[int, type[AgentSudoError]] = {
 }
 
 
+def _error_of(status: int, answer: dict[str, Any], message: str) -> AgentSudoError:
+    """The error a refusal names (``agentsudo_error``, from a fixed list), else by its status."""
+    from .. import errors
+
+    name = answer.get("agentsudo_error")
+    if name == "DelegationRefusedError":
+        reason = answer.get("reason")
+        return errors.DelegationRefusedError(message, reason=str(reason)[:40])
+    cls = getattr(errors, name, None) if name in _NAMED_ERRORS else None
+    if isinstance(cls, type) and issubclass(cls, AgentSudoError):
+        return cls(message)
+    return _ERRORS.get(status, AgentSudoError)(message)
+
+
+_NAMED_ERRORS = frozenset(
+    {
+        "BadSignatureError", "ConfigError", "ExpiredTokenError", "InvalidScopeError",
+        "InvalidTokenError", "MalformedTokenError", "NotYetValidTokenError",
+        "RevokedTokenError", "TokenLifetimeError", "UnknownKeyError", "WrongAudienceError",
+        "WrongIssuerError",
+    }
+)  # fmt: skip
+
+
 def check_address(address: str) -> str:
     """``address`` when it is ``unix:///path`` or ``http(s)://host:port``.
 
@@ -136,8 +160,17 @@ class BrokerClient:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        form: dict[str, str | list[str]] | None = None,
+    ) -> Any:
         """One call: the answer's JSON, or the error its problem names.
+
+        :param form: sent as ``application/x-www-form-urlencoded`` instead of ``body``.
 
         :raises BrokerUnavailableError: no broker there, or an answer that is not its API.
         :raises AgentSudoError: the broker refused (the subclass by the HTTP status).
@@ -147,6 +180,11 @@ class BrokerClient:
         if body is not None:
             payload = json.dumps(body).encode()
             headers["content-type"] = "application/json"
+        elif form is not None:
+            from urllib.parse import urlencode
+
+            payload = urlencode(form, doseq=True).encode()
+            headers["content-type"] = "application/x-www-form-urlencoded"
         if self.credential is not None:
             headers["authorization"] = f"Bearer {self.credential}"
         connection = self._connection()
@@ -171,7 +209,7 @@ class BrokerClient:
             )
         if answer.status >= 400:
             detail = str(parsed.get("detail") or f"HTTP {answer.status}")
-            raise _ERRORS.get(answer.status, AgentSudoError)(f"broker: {detail}")
+            raise _error_of(answer.status, parsed, f"broker: {detail}")
         return parsed
 
     def health(self) -> dict[str, Any]:
@@ -206,6 +244,48 @@ class BrokerClient:
         if once:
             body["once"] = True
         return dict(self.request("POST", "/v1/tokens", body))
+
+    def exchange(
+        self,
+        subject_token: str,
+        *,
+        actor: str | None = None,
+        scopes: list[str] | None = None,
+        audience: str | list[str] | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """Exchange ``subject_token`` for a narrower token for a sub-agent (RFC 8693).
+
+        The token is the credential: no broker credential is needed.
+
+        :param actor: the sub-agent's name; default the token's own agent.
+        :param scopes: within the token's (default: all of them).
+        :param audience: within the token's (default: the same).
+        :param ttl: seconds, no longer than the token has left (default: the broker's TTL,
+            cut to that).
+        :returns: ``{"access_token", "issued_token_type", "token_type", "expires_in", "scope"}``.
+        :raises DelegationRefusedError: beyond the token or the policy (``reason`` says which).
+        :raises InvalidTokenError: the token itself is refused (expired, revoked, ...).
+        """
+        from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE
+
+        form: dict[str, str | list[str]] = {
+            "grant_type": GRANT_TYPE,
+            "subject_token": subject_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+        }
+        if scopes is not None:
+            form["scope"] = " ".join(scopes)
+        if audience is not None:
+            form["audience"] = [audience] if isinstance(audience, str) else list(audience)
+        if actor is not None:
+            form["actor"] = actor
+        if ttl is not None:
+            form["expires_in"] = str(ttl)
+        answer = dict(self.request("POST", "/v1/oauth/token", form=form))
+        if not isinstance(answer.get("access_token"), str):
+            raise BrokerUnavailableError(f"the broker at {self.address} answered without a token")
+        return answer
 
     def revoke(
         self,

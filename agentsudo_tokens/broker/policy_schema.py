@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..config import DEFAULT_AUDIENCE, DEFAULT_MAX_TTL, DEFAULT_TTL, parse_duration
 from ..errors import ConfigError, InvalidScopeError
 from ..tokens.claims import MAX_AUDIENCES, MAX_NAME
-from ..tokens.scopes import ScopeSet, validate_required_scope
+from ..tokens.delegation import MAX_DEPTH
+from ..tokens.scopes import ScopeSet, covered, validate_required_scope
 from .policy_principals import Principal, shown
 
 __all__ = ["AgentPolicy", "BrokerSection", "InvalidValue", "PolicyFile", "human"]
@@ -135,6 +136,33 @@ class BrokerSection(_Model):
         return _duration(value, info)
 
 
+def _delegable(value: object, grantable: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``delegable``: ``true`` (every grantable scope), ``false``, or scopes within ``scopes``."""
+    if value is True:
+        return grantable or ()
+    if value is False:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidValue(
+            f"expected true, false or an array of grantable scopes, found {shown(value)}"
+        )
+    patterns = frozenset(tuple(scope.split(":")) for scope in grantable or ())
+    for index, scope in enumerate(value):
+        if not isinstance(scope, str):
+            raise InvalidValue(f"expected a scope, found {shown(scope)}", index)
+        try:
+            ScopeSet.parse([scope])
+        except InvalidScopeError as exc:
+            raise InvalidValue(str(exc), index) from None
+        if grantable is not None and not covered(tuple(scope.split(":")), patterns):
+            raise InvalidValue(
+                f"expected a scope within the agent's scopes ({' '.join(grantable)}), "
+                f"found {scope!r}",
+                index,
+            )
+    return tuple(dict.fromkeys(value))
+
+
 class AgentPolicy(_Model):
     """What the policy says about one agent (validated, durations in seconds)."""
 
@@ -143,6 +171,24 @@ class AgentPolicy(_Model):
     max_ttl: int = Field(default=None, validate_default=True)
     callers: tuple[Principal, ...] = ()
     audiences: tuple[str, ...] = Field(default=None, validate_default=True)
+    # Passing its grant on to sub-agents (broker.exchange): the scopes it may pass on
+    # (true: every grantable scope; default none), and how many exchanges deep.
+    delegable: tuple[str, ...] = ()
+    max_depth: int = 1
+
+    @field_validator("delegable", mode="before")
+    @classmethod
+    def _delegable(cls, value: object, info: ValidationInfo) -> tuple[str, ...]:
+        return _delegable(value, info.data.get("scopes"))
+
+    @field_validator("max_depth", mode="before")
+    @classmethod
+    def _max_depth(cls, value: object) -> int:
+        if type(value) is not int or not 1 <= value <= MAX_DEPTH:
+            raise InvalidValue(
+                f"expected a whole number from 1 to {MAX_DEPTH}, found {shown(value)}"
+            )
+        return value
 
     @field_validator("scopes", mode="before")
     @classmethod

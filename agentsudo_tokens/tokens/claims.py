@@ -24,6 +24,7 @@ from ..errors import (
     WrongAudienceError,
     WrongIssuerError,
 )
+from .delegation import Delegation, parse_delegation
 from .scopes import ScopeSet, parse_scope_claim
 
 __all__ = [
@@ -214,6 +215,19 @@ class VerifiedClaims:
     kid: str
     alg: str
     claims: MappingProxyType[str, Any] = field(repr=False)
+    delegation: Delegation | None = None  # act and ancestors (tokens.delegation)
+
+    @property
+    def agent(self) -> str:
+        """The agent acting: the current actor of a delegated token, else ``sub``."""
+        return self.subject if self.delegation is None else self.delegation.actor
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """``(sub, earliest actor, ..., current actor)``; ``(sub,)`` for a token minted directly."""
+        return (
+            (self.subject,) if self.delegation is None else (self.subject, *self.delegation.actors)
+        )
 
     @property
     def ttl(self) -> int:
@@ -276,6 +290,7 @@ def check_claims(
     aud = _audience(claims)
     iat, nbf, exp = _time(claims, "iat"), _time(claims, "nbf"), _time(claims, "exp")
     scopes = _scopes(claims)
+    delegation = parse_delegation(claims, is_name=is_agent_name)
     if iss != issuer:
         raise WrongIssuerError(
             f"expected issuer {issuer!r}, found {iss!r}", expected=issuer, found=iss
@@ -329,4 +344,5 @@ def check_claims(
         kid=kid,
         alg=alg,
         claims=MappingProxyType(claims),
+        delegation=delegation,
     )

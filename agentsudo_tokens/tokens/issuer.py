@@ -29,6 +29,7 @@ from ..config import (
 )
 from ..errors import ConfigError, InvalidScopeError
 from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, ONCE_CLAIM, TOKEN_TYPE, check_agent_name
+from .delegation import ACT_CLAIM, ANCESTORS_CLAIM, Delegation, act_claim
 from .jws import MAX_TOKEN_BYTES, encode
 from .keys import SigningKey
 from .scopes import ScopeSet
@@ -126,6 +127,7 @@ class Issuer:
         audience: str | list[str] | None = None,
         now: float | None = None,
         once: bool = False,
+        delegation: Delegation | None = None,
     ) -> IssuedToken:
         """Mint a token for ``agent`` with ``scopes``.
 
@@ -135,6 +137,8 @@ class Issuer:
         :param now: the issue time in epoch seconds (for tests); default the clock.
         :param once: a one-time token (claim ``once``): verifiers with a state store
             accept it once, verifiers without one refuse it.
+        :param delegation: for a token minted by exchange, its chain: the claims ``act``
+            and ``ancestors`` (``tokens.delegation``; the broker decides it by ``narrow``).
         :raises InvalidScopeError: a scope outside the grammar, or no scope at all.
         :raises ConfigError: an agent name outside the grammar (``AGENT_NAME_GRAMMAR``),
             a bad audience, or a TTL outside 1..max.
@@ -187,6 +191,9 @@ class Issuer:
         }
         if once:
             claims[ONCE_CLAIM] = True
+        if delegation is not None:
+            claims[ACT_CLAIM] = act_claim(delegation.actors)
+            claims[ANCESTORS_CLAIM] = list(delegation.ancestors)
         header = {"alg": self.key.alg, "typ": TOKEN_TYPE, "kid": self.key.kid}
         token = encode(header, claims, self.key)
         if len(token) > MAX_TOKEN_BYTES:

@@ -211,8 +211,11 @@ def check_revoked(store: Store, claims: VerifiedClaims) -> None:
     :raises RevokedTokenError: revoked by ``jti`` or by agent.
     :raises StoreUnavailableError: the store cannot be reached (fail closed).
     """
-    revoked, agent = store.get_many((REVOKED + claims.jti, AGENT + claims.subject))
+    chain = _chain_keys(claims)
+    revoked, agent, *found = store.get_many((REVOKED + claims.jti, AGENT + claims.subject, *chain))
     _refuse_revoked(claims, revoked, agent)
+    if chain:
+        _refuse_chain(claims, found)
 
 
 def _refuse_revoked(claims: VerifiedClaims, revoked: str | None, agent: str | None) -> None:
@@ -230,6 +233,49 @@ def _refuse_revoked(claims: VerifiedClaims, revoked: str | None, agent: str | No
             )
 
 
+def _chain_actors(claims: VerifiedClaims) -> tuple[str, ...]:
+    chain = claims.delegation
+    if chain is None:
+        return ()
+    return tuple(dict.fromkeys(name for name in chain.actors if name != claims.subject))
+
+
+def _chain_keys(claims: VerifiedClaims) -> tuple[str, ...]:
+    """The store keys a delegated token's chain adds: its ancestors' jtis, its actors' kill
+    switches (none for a token minted directly)."""
+    chain = claims.delegation
+    if chain is None:
+        return ()
+    ancestors = (REVOKED + jti for jti in chain.ancestors)
+    return (*ancestors, *(AGENT + name for name in _chain_actors(claims)))
+
+
+def _refuse_chain(claims: VerifiedClaims, found: list[str | None]) -> None:
+    """A delegated token dies with any token it came from, and with any agent in its chain:
+    the descendants of a revoked token are never listed anywhere."""
+    chain = claims.delegation
+    assert chain is not None
+    for jti, entry in zip(chain.ancestors, found, strict=False):
+        if entry is not None:
+            raise _revoked(
+                f"token {jti!r}, an ancestor of token {claims.jti!r} in its delegation chain, "
+                "was revoked",
+                "revoked ancestor",
+            )
+    actors = _chain_actors(claims)
+    for name, entry in zip(actors, found[len(chain.ancestors) :], strict=True):
+        if entry is None:
+            continue
+        before = _agent_cutoff(entry)
+        if before is None or claims.issued_at <= before:
+            until = "now" if before is None else iso_time(before)
+            raise _revoked(
+                f"every token of agent {name!r} (in this token's delegation chain) issued "
+                f"until {until} was revoked",
+                "revoked agent in chain",
+            )
+
+
 def check_token(store: Store, claims: VerifiedClaims) -> None:
     """Refuse a revoked token, and consume a one-time token (first use only).
 
@@ -239,8 +285,12 @@ def check_token(store: Store, claims: VerifiedClaims) -> None:
     :raises StoreUnavailableError: the store cannot be reached (fail closed).
     """
     jti = claims.jti
-    revoked, agent, once = store.get_many((REVOKED + jti, AGENT + claims.subject, ONCE + jti))
+    chain = _chain_keys(claims)
+    keys = (REVOKED + jti, AGENT + claims.subject, ONCE + jti, *chain)
+    revoked, agent, once, *found = store.get_many(keys)
     _refuse_revoked(claims, revoked, agent)
+    if chain:
+        _refuse_chain(claims, found)
     if once is not None or claims.single_use:
         used = store.add(
             USED + jti, str(int(time.time())), expires_at=claims.expires_at + MAX_LEEWAY

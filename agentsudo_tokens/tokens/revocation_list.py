@@ -146,6 +146,24 @@ class RevocationList:
                 f"revoked; this one was issued at {iso_time(claims.issued_at)}",
                 "revoked agent",
             )
+        chain = claims.delegation
+        if chain is None:
+            return
+        for jti in chain.ancestors:  # a delegated token dies with any token it came from
+            if jti in self.revoked:
+                raise _revoked(
+                    f"token {jti!r}, an ancestor of token {claims.jti!r} in its delegation "
+                    "chain, was revoked",
+                    "revoked ancestor",
+                )
+        for name in chain.actors:  # and with any agent of its chain
+            before = self.agents.get(name)
+            if before is not None and claims.issued_at <= before:
+                raise _revoked(
+                    f"every token of agent {name!r} (in this token's delegation chain) issued "
+                    f"until {iso_time(before)} was revoked",
+                    "revoked agent in chain",
+                )
 
 
 # -- building (the broker) -------------------------------------------------------------

@@ -577,7 +577,10 @@ def test_hostile_token_is_refused_with_its_exact_error(
         pytest.param(lambda f: f.token(f.header(typ="AT+JWT")), id="typ-uppercase"),
         pytest.param(lambda f: f.token(exp=f.now + 86400), id="lifetime-exactly-max"),
         pytest.param(lambda f: f.token(aud=["billing", "agentsudo"]), id="aud-list"),
-        pytest.param(lambda f: f.token(act={"sub": "Planner"}), id="extra-standard-claim"),
+        pytest.param(lambda f: f.token(client_id="planner-app"), id="extra-standard-claim"),
+        pytest.param(
+            lambda f: f.token(act={"sub": "Planner"}, ancestors=["j-root"]), id="act-chain"
+        ),
         pytest.param(lambda f: f.token(scope="read:* write:**"), id="wildcard-scopes"),
         pytest.param(lambda f: f.token(sub="support-bot@team.example"), id="sub-email-like"),
         pytest.param(lambda f: f.token(sub="svc:orders.v2_b"), id="sub-with-colon-dot"),
