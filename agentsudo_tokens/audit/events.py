@@ -51,6 +51,9 @@ class _Actor(Protocol):
     @property
     def signed(self) -> bool: ...
 
+    @property
+    def chain(self) -> tuple[str, ...]: ...
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -64,9 +67,14 @@ class AuditEvent:
     function: str | None
     signed: bool
     reason: str | None = None
+    chain: tuple[str, ...] | None = None  # who acts for whom: (root agent, ..., agent)
 
     def to_dict(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict (by hand: ``dataclasses.asdict`` deep-copies, slowly)."""
+        """The event as a JSON-ready dict (by hand: ``dataclasses.asdict`` deep-copies, slowly).
+
+        ``chain`` is ``[agent]`` for an agent acting for itself, ``[root agent, ...,
+        agent]`` for a delegated one (``tokens.delegation``), ``None`` without an agent.
+        """
         return {
             "time": self.time,
             "outcome": self.outcome,
@@ -76,6 +84,7 @@ class AuditEvent:
             "function": self.function,
             "signed": self.signed,
             "reason": self.reason,
+            "chain": list(self.chain) if self.chain is not None else None,
         }
 
 
@@ -96,6 +105,7 @@ def _event(
         function=function,
         signed=agent.signed if agent is not None else False,
         reason=reason,
+        chain=agent.chain if agent is not None else None,
     )
 
 

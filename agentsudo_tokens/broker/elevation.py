@@ -155,7 +155,7 @@ def file_elevation(
     :raises ConfigError: arguments that are not canonical JSON of an object, too large,
         or a bad timeout.
     """
-    agent = claims.subject
+    agent = claims.agent  # a delegated token: the sub-agent acting (tokens.delegation)
     if not may_ask:
         raise PermissionDeniedError(
             f"the policy does not let agent {agent!r} ask a human for {scope!r}",
@@ -255,7 +255,7 @@ def elevation_status(
         owner = (data.get("agent"), data.get("jti")) if isinstance(data, dict) else None
     except ValueError:
         owner = None
-    if owner != (claims.subject, claims.jti):
+    if owner != (claims.agent, claims.jti):
         raise unknown  # another token's request: not even its state is told
     try:
         request: ApprovalRequest | None = ApprovalRequest.from_json(raw)

@@ -40,6 +40,7 @@ from ..tokens.claims import check_agent_name
 from ..tokens.scopes import ScopeSet, validate_required_scope
 
 if TYPE_CHECKING:
+    from ..broker.client import BrokerClient
     from ..tokens.claims import VerifiedClaims
     from ..tokens.verifier import Verifier
 
@@ -250,7 +251,7 @@ class Agent:
         if known is not None and known._claims is claims and known._valid_until == valid_until:
             return known
         agent = cls.__new__(cls)
-        _set(agent, "name", claims.subject)
+        _set(agent, "name", claims.agent)  # a delegated token: the sub-agent acting
         _set(agent, "scopes", claims.scopes)
         _set(agent, "session_ttl", None)
         _set(agent, "_claims", claims)
@@ -300,6 +301,48 @@ class Agent:
         """The verified token, to pass on to a child process or a service."""
         return self._token
 
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Who acts for whom: ``(root agent, ..., this agent)``; ``(name,)`` when not delegated.
+
+        From the token's ``sub`` and ``act`` (RFC 8693 §4.1): ``name`` is the last.
+        """
+        return self._claims.chain if self._claims is not None else (self.name,)
+
+    def delegate(
+        self,
+        name: str | None = None,
+        *,
+        scopes: list[str] | tuple[str, ...] | str | None = None,
+        ttl: int | None = None,
+        audience: str | list[str] | None = None,
+        broker: BrokerClient | None = None,
+    ) -> Agent:
+        """An agent for sub-agent ``name`` with a token exchanged for this agent's (RFC 8693).
+
+        The broker (``AGENTSUDO_BROKER``, or ``broker``) mints it: scopes, audience and
+        lifetime within this token's (default: the same scopes and audience, the
+        broker's TTL cut to this token's ``exp``), if the root agent's policy lets
+        its grant be passed on that deep. Revoking this token revokes the child.
+
+        :param name: the sub-agent (its ``act``); default this agent's own name.
+        :raises DelegationRefusedError: beyond this token or the policy (``reason`` says which).
+        :raises InvalidTokenError: this token is refused (expired, revoked).
+        :raises ConfigError: an unsigned agent, or no broker.
+        """
+        from .delegation import exchange_token
+
+        token = exchange_token(
+            self._token,
+            self.name,
+            name,
+            scopes=scopes,
+            ttl=ttl,
+            audience=audience,
+            broker=broker,
+        )
+        return Agent.from_token(token, verifier=self._verifier)
+
     def has_scope(self, scope: str) -> bool:
         """True when a granted scope covers the concrete ``scope``.
 
@@ -313,7 +356,9 @@ class Agent:
 
     def __repr__(self) -> str:
         kind = "signed" if self.signed else "unsigned"
-        return f"Agent(name={self.name!r}, scopes={list(self.scopes.scopes)!r}, {kind})"
+        chain = self.chain
+        by = f", chain={list(chain)!r}" if len(chain) > 1 else ""
+        return f"Agent(name={self.name!r}, scopes={list(self.scopes.scopes)!r}, {kind}{by})"
 
 
 def _deadline(agent: Agent) -> float:

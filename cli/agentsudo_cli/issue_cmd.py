@@ -16,8 +16,13 @@ if TYPE_CHECKING:
     from agentsudo_tokens.tokens.issuer import IssuedToken
 
 
-def agent_options(func):  # type: ignore[no-untyped-def]
-    """--agent, --scopes, --ttl, --aud: what a token says."""
+def agent_options(
+    func: Any = None, *, agent_required: bool = True, agent_help: str | None = None
+) -> Any:
+    """--agent, --scopes, --ttl, --aud: what a token says (``agent_required=False``: for
+    ``run``, where inside an agent --agent names the sub-agent and may be left out)."""
+    if func is None:
+        return lambda f: agent_options(f, agent_required=agent_required, agent_help=agent_help)
     func = click.option(
         "--aud", multiple=True, help="Audience (repeatable) [env AGENTSUDO_AUDIENCE]."
     )(func)
@@ -32,7 +37,9 @@ def agent_options(func):  # type: ignore[no-untyped-def]
         help="Scopes, space- or comma-separated, or repeated "
         "[required without a broker; with one, default: what the policy grants].",
     )(func)
-    return click.option("--agent", required=True, help="The agent's name (the token's sub).")(func)
+    return click.option(
+        "--agent", required=agent_required, help=agent_help or "The agent's name (the token's sub)."
+    )(func)
 
 
 def require_scopes(scopes: tuple[str, ...]) -> None:

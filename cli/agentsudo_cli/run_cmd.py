@@ -6,16 +6,20 @@ from pathlib import Path
 
 import click
 
-from ._common import broker_of, keys_dir_option, settings
+from ._common import broker_of, keys_dir_option, scopes_from, settings
 from .issue_cmd import agent_options, ask_broker, mint
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@agent_options
+@agent_options(
+    agent_required=False,
+    agent_help="The agent's name (the token's sub); inside an agent (AGENTSUDO_TOKEN and "
+    "AGENTSUDO_BROKER set), the sub-agent's name [default: this agent's own].",
+)
 @keys_dir_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
-    agent: str,
+    agent: str | None,
     scopes: tuple[str, ...],
     ttl: int | None,
     aud: tuple[str, ...],
@@ -33,7 +37,17 @@ def run(
     With AGENTSUDO_BROKER set, the broker mints the token as its policy allows
     (--scopes and --ttl default to what it grants), and the child gets
     AGENTSUDO_TOKEN and AGENTSUDO_BROKER, where it finds the public keys and the
-    revocation list; never a key directory, a store or a JWKS file path. The child's exit
+    revocation list; never a key directory, a store or a JWKS file path.
+
+    \b
+    Inside an agent (AGENTSUDO_TOKEN and AGENTSUDO_BROKER both set), the agent
+    narrows its own token for the child by token exchange (RFC 8693):
+      agentsudo run --scopes read:orders -- python summarizer.py
+      agentsudo run --agent Summarizer --scopes read:orders --ttl 5m -- python s.py
+    --scopes, --aud and --ttl default to the token's own (the TTL to the broker's,
+    cut to the token's expiry); --agent names the sub-agent (default: the agent
+    itself). Asking for more than the token holds, or than its policy lets it pass
+    on, is refused in one line. Revoking the token revokes the child's. The child's exit
     status is passed through (128+N when a signal N ends it; 127 when COMMAND
     is not found, as in a shell).
     """
@@ -48,7 +62,22 @@ def run(
         raise click.UsageError("no COMMAND given after --")
     current = settings(keys_dir=keys_dir)
     client = broker_of(current, keys_dir=keys_dir)
-    if client is not None:
+    if client is not None and current.token:  # inside an agent: narrow its own token
+        from agentsudo_tokens.guard.delegation import exchange_token
+
+        from .issue_cmd import audience_of
+
+        asked = scopes_from(scopes) if scopes else None
+        token = exchange_token(
+            current.token, "this agent", agent, scopes=asked, ttl=ttl, audience=audience_of(aud),
+            broker=client,
+        )  # fmt: skip
+        env = child_environment(token, broker=client.address)
+    elif agent is None:
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == "agent")
+        raise click.MissingParameter(ctx=ctx, param=param)
+    elif client is not None:
         token = ask_broker(client, agent, scopes, ttl, aud)["token"]
         env = child_environment(str(token), broker=client.address)
     else:
