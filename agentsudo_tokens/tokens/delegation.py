@@ -59,6 +59,8 @@ ACT_CLAIM = "act"
 ANCESTORS_CLAIM = "ancestors"
 MAX_DEPTH = 8  # act levels a verifier accepts at most; a policy may allow fewer
 _MAX_JTI = 256
+_ACT_MEMBERS = frozenset({"sub", "act"})
+_END = object()  # below the innermost act
 
 
 @dataclass(frozen=True)
@@ -107,23 +109,26 @@ def parse_delegation(
         raise _malformed(f"act and ancestors come together; {missing!r} is missing", missing)
     actors: list[str] = []
     level: object = act
-    while level is not None:
-        if not isinstance(level, dict):
+    while level is not _END:
+        if type(level) is not dict:
             raise _malformed(f"expected an object, found {type(level).__name__}")
-        extra = sorted(set(level) - {"sub", "act"})
-        if extra or "sub" not in level:
+        name = level.get("sub")
+        if len(level) != (1 if "act" not in level else 2) or name is None:
+            extra = sorted(set(level) - _ACT_MEMBERS)
             raise _malformed("expected exactly 'sub' and, for an earlier actor, 'act'", extra)
-        if not is_name(level["sub"]):
+        if not is_name(name):
             raise _malformed("expected each actor's 'sub' to be an agent name")
         if len(actors) >= MAX_DEPTH:
             raise _malformed(f"expected at most {MAX_DEPTH} actors", ">" + str(MAX_DEPTH))
-        actors.append(level["sub"])
-        level = level.get("act")
+        actors.append(name)
+        level = level.get("act", _END)
+        if level is None:
+            raise _malformed("expected an earlier actor as an object, found null")
     actors.reverse()
     if (
-        not isinstance(ancestors, list)
+        type(ancestors) is not list
         or len(ancestors) != len(actors)
-        or not all(isinstance(j, str) and 0 < len(j) <= _MAX_JTI for j in ancestors)
+        or not all(type(j) is str and 0 < len(j) <= _MAX_JTI for j in ancestors)
         or len(set(ancestors)) != len(ancestors)
         or claims.get("jti") in ancestors
     ):

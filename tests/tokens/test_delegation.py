@@ -238,6 +238,13 @@ def _signed(issuer: Issuer, **extra: Any) -> str:
         ),
         pytest.param({"act": {"sub": "Help er"}, "ancestors": ["j-root"]}, id="act-bad-name"),
         pytest.param({"act": {"sub": "Helper"}, "ancestors": []}, id="too-few-ancestors"),
+        pytest.param(
+            {"act": {"sub": "Helper", "act": None}, "ancestors": ["j-root"]}, id="nested-act-null"
+        ),
+        pytest.param(
+            {"act": {"sub": "Helper", "act": ["A"]}, "ancestors": ["a", "b"]}, id="nested-act-list"
+        ),
+        pytest.param({"act": None, "ancestors": ["j-root"]}, id="act-null"),
         pytest.param({"act": {"sub": "Helper"}, "ancestors": ["a", "b"]}, id="too-many-ancestors"),
         pytest.param({"act": {"sub": "Helper"}, "ancestors": "j-root"}, id="ancestors-a-string"),
         pytest.param({"act": {"sub": "Helper"}, "ancestors": [7]}, id="ancestors-not-strings"),
