@@ -18,6 +18,9 @@ The file (DESIGN §12)::
     max_ttl = "1h"                              # the longest TTL; default: the broker's default_ttl
     callers = ["uid:1001", "group:users"]       # who may obtain its tokens (none: nobody)
     audiences = ["agentsudo", "billing"]        # optional; default: the issuer's audience
+    delegable = ["read:*"]                      # optional: scopes it may pass on to sub-agents
+                                                # (true: all of scopes); default: none
+    max_depth = 2                               # optional: exchanges deep (1 to 8); default 1
 
 Principals are ``uid:N``, ``gid:N``, ``user:NAME``, ``group:NAME`` (names are resolved
 to ids when the policy loads; an unknown name is an error) and ``credential:NAME``

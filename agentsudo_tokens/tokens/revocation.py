@@ -20,6 +20,10 @@ long as a token it concerns can still verify, then expires:
 
 ``check_token`` is what a verifier runs: one read for the token's ``jti``,
 its agent and its one-time mark, then, for a one-time token, one atomic claim.
+A delegated token (``tokens.delegation``) is also refused, in the same read,
+when the ``jti`` of any token it was exchanged from is revoked, or any agent
+of its chain is killed: revoking a token revokes its whole subtree, and no
+list of descendants is kept.
 """
 
 from __future__ import annotations

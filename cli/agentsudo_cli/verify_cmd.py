@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from ._common import describe_remaining, json_option, keys_dir_option, read_token, settings
+from ._common import (
+    describe_remaining,
+    json_option,
+    keys_dir_option,
+    read_token,
+    settings,
+    terminal_safe,
+)
 
 
 @click.command()
@@ -44,14 +51,15 @@ def verify(
     for scope in required:
         if not claims.scopes.allows(scope):
             raise PermissionDeniedError(
-                f"denied: agent {claims.subject!r} lacks scope {scope!r}",
-                agent=claims.subject,
+                f"denied: agent {claims.agent!r} lacks scope {scope!r}",
+                agent=claims.agent,
                 scope=scope,
             )
     if as_json:
         result = {
             "ok": True,
-            "agent": claims.subject,
+            "agent": claims.agent,
+            "chain": list(claims.chain),
             "scopes": list(claims.scopes.scopes),
             "audience": list(claims.audience),
             "issuer": claims.issuer,
@@ -64,7 +72,9 @@ def verify(
         return
     remaining = describe_remaining(claims.expires_at - time.time())
     allowed = f"; allows {', '.join(required)}" if required else ""
+    chain = claims.chain
+    by = f" (delegated: {' > '.join(chain)})" if len(chain) > 1 else ""
     click.echo(
-        f"valid: agent {claims.subject!r}, scopes {claims.scopes.claim()}, "
-        f"expires in {remaining}{allowed}"
+        f"valid: agent {terminal_safe(repr(claims.agent))}{terminal_safe(by)}, scopes "
+        f"{claims.scopes.claim()}, expires in {remaining}{allowed}"
     )
