@@ -20,18 +20,37 @@ running the tool. Please try again." (the SDK's default), which hides the
 reason and invites a retry. ``denial_message`` tells it, in one line, that
 the call was refused and which scope it needs, never the scopes the agent
 holds; any other error gets the SDK's default text.
+
+A handoff to a sub-agent runs it with less than the orchestrator holds:
+
+    from agentsudo_tokens.integrations.openai_agents import delegated_handoff
+
+    triage = agents.Agent(name="Triage", handoffs=[
+        delegated_handoff(summarizer, scopes=["read:orders"], ttl=300),
+    ])
+    with Agent.from_env().start_session():        # the orchestrator's token
+        await Runner.run(triage, "...")
+
+When the model hands off, the current agent's token is exchanged at the broker
+(``Agent.delegate``, RFC 8693) for one of sub-agent ``name`` (default: the SDK
+agent's name), and the sub-agent's function tools run in a session of that
+token: their ``@sudo`` checks, the audit and ``current_agent()`` see the
+sub-agent and its chain. A refused delegation fails the handoff.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from agents import RunContextWrapper
+from agents import Agent as SdkAgent
+from agents import FunctionTool, Handoff, RunContextWrapper, handoff
 from agents.tool import default_tool_error_function
 
 from ..errors import PermissionDeniedError
+from ..guard.agent import Agent
 
-__all__ = ["denial_message"]
+__all__ = ["delegated_handoff", "denial_message"]
 
 
 def denial_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
@@ -47,3 +66,46 @@ def denial_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
     if denial.scope is not None and repr(denial.scope) not in text:
         text += f" (requires scope {denial.scope!r})"
     return text
+
+
+def _in_session(tool: Any, child: Agent) -> Any:
+    """``tool``, run in a session of ``child`` (function tools; others as they are)."""
+    if not isinstance(tool, FunctionTool):
+        return tool
+    invoke = tool.on_invoke_tool
+
+    async def in_session(ctx: Any, arguments: str) -> Any:
+        with child.start_session():  # a sync tool's thread gets a copy of this context
+            return await invoke(ctx, arguments)
+
+    return dataclasses.replace(tool, on_invoke_tool=in_session)
+
+
+def delegated_handoff(
+    agent: SdkAgent[Any],
+    *,
+    name: str | None = None,
+    scopes: list[str] | None = None,
+    ttl: int | None = None,
+    audience: str | list[str] | None = None,
+    **options: Any,
+) -> Handoff[Any, Any]:
+    """A ``handoff`` to ``agent`` whose tools run with a token delegated at hand-off time.
+
+    :param name: the sub-agent's name in the token's chain (default ``agent.name``).
+    :param options: passed to the SDK's ``handoff`` (``tool_name_override``, ...).
+    :raises PermissionDeniedError: at hand-off, no agent acting; ``DelegationRefusedError``
+        when the broker refuses.
+    """
+    from ..guard.sub_agent import delegate_current
+
+    made = handoff(agent, **options)
+    invoke = made.on_invoke_handoff
+    actor = name or agent.name
+
+    async def on_invoke(ctx: RunContextWrapper[Any], arguments: str) -> SdkAgent[Any]:
+        target = await invoke(ctx, arguments)
+        child = delegate_current(actor, scopes=scopes, ttl=ttl, audience=audience)
+        return target.clone(tools=[_in_session(tool, child) for tool in target.tools])
+
+    return dataclasses.replace(made, on_invoke_handoff=on_invoke)
