@@ -578,7 +578,7 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
         broker.audit.refused(None, "elevation", str(exc), agent=claims.subject)
         raise
     _log.warning("agent %r asks for %r: request %s", claims.subject, asked.scope, filed.id)
-    broker.audit.requested(filed)
+    broker.audit.requested(filed, list(claims.chain))
     webhook = policy.notify if isinstance(policy, Policy) else None
     if webhook is not None:  # posted by the notifier's threads: filing never waits for it
         broker.notifier.submit(webhook, filed)

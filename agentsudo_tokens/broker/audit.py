@@ -336,13 +336,15 @@ class BrokerAudit:
         ``elevation_answered``, ``elevation_issued`` (its one-shot token handed out)."""
         self.record(outcome, request=request_id, caller=principal(caller), **fields)
 
-    def requested(self, filed: ApprovalRequest) -> None:
-        """An agent's token asked for one call (the arguments by their hash)."""
+    def requested(self, filed: ApprovalRequest, chain: list[str] | None = None) -> None:
+        """An agent's token asked for one call (the arguments by their hash); ``chain``: who
+        acts for whom, for a delegated token."""
         self.elevation(
             "elevation_requested",
             None,
             filed.id,
             agent=filed.agent,
+            chain=chain,
             jti=filed.jti,
             scope=filed.scope,
             function=filed.function,

@@ -38,6 +38,7 @@ admins = ["uid:{ME}"]
 
 [agents.Orchestrator]
 scopes = ["read:*", "write:refunds"]
+ask = ["delete:customer"]
 delegable = ["read:*"]
 max_depth = 2
 max_ttl = "1h"
@@ -321,3 +322,62 @@ def test_the_broker_still_serves_after_hostile_requests(broker: Broker) -> None:
         _post(broker, junk)
     assert broker.client.health() == {"status": "ok"}
     assert broker.client.exchange(_root(broker), actor="Helper", scopes=["read:orders"])
+
+
+def _tcp_broker(root: Path, *extra: str) -> tuple[Broker, int]:
+    import broker_harness
+
+    broker_harness.init_keys(root)
+    running = broker_harness.Broker(root, POLICY, "--listen", "127.0.0.1:0", *extra)
+    assert running.process.stderr is not None
+    line = running.process.stderr.readline()
+    assert "listening on http://" in line, line
+    return running, int(line.strip().rpartition(":")[2])  # type: ignore[return-value]
+
+
+def test_over_tcp_the_token_is_the_credential(tmp_path: Path) -> None:
+    from agentsudo_tokens.broker.client import BrokerClient
+
+    running, port = _tcp_broker(tmp_path / "b")
+    try:
+        parent = str(running.client.issue("Orchestrator", scopes=["read:*"])["token"])
+        remote = BrokerClient(f"http://127.0.0.1:{port}")  # no broker credential
+        answer = remote.exchange(parent, actor="Summarizer", scopes=["read:orders"])
+        assert _verifier(running).verify(answer["access_token"]).agent == "Summarizer"
+        with pytest.raises(InvalidTokenError):
+            remote.exchange(parent[:-4] + "AAAA", actor="Summarizer")
+        with pytest.raises(InvalidTokenError, match="credential"):
+            remote.issue("Orchestrator")  # the other endpoints still want a credential
+    finally:
+        running.stop()
+
+
+def test_exchanges_are_rate_limited_per_caller(tmp_path: Path) -> None:
+    running, _ = _tcp_broker(tmp_path / "b", "--issue-burst", "3", "--issue-rate", "0.01")
+    try:
+        parent = str(running.client.issue("Orchestrator", scopes=["read:*"])["token"])
+        form = {"grant_type": GRANT_TYPE, "subject_token": parent, "subject_token_type": ACCESS}
+        statuses = [_post(running, form)[0] for _ in range(5)]
+        assert statuses[:2] == [200, 200] and statuses[-1] == 429  # the issue took one
+        status, headers, body = _post(running, form)
+        assert status == 429 and int(headers["retry-after"]) >= 1
+        assert body["type"] == "urn:agentsudo:problem:too-many-requests"
+    finally:
+        running.stop()
+
+
+def test_a_sub_agent_asking_a_human_is_filed_under_it_with_its_chain(broker: Broker) -> None:
+    from agentsudo_tokens.state.approvals import canonical_arguments
+
+    child = broker.client.exchange(_root(broker), actor="Summarizer", scopes=["read:orders"])
+    body = {
+        "token": child["access_token"],
+        "scope": "delete:customer",  # an ask scope of the root agent's policy
+        "function": "app.delete_customer",
+        "arguments": canonical_arguments({"customer_id": "c-42"}),
+    }
+    filed = broker.client.request("POST", "/v1/elevations", body)
+    shown = broker.client.approval(filed["id"])
+    assert shown.agent == "Summarizer"
+    event = [e for e in _audit(broker) if e["outcome"] == "elevation_requested"][-1]
+    assert event["agent"] == "Summarizer" and event["chain"] == ["Orchestrator", "Summarizer"]
