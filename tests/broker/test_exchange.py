@@ -381,3 +381,13 @@ def test_a_sub_agent_asking_a_human_is_filed_under_it_with_its_chain(broker: Bro
     assert shown.agent == "Summarizer"
     event = [e for e in _audit(broker) if e["outcome"] == "elevation_requested"][-1]
     assert event["agent"] == "Summarizer" and event["chain"] == ["Orchestrator", "Summarizer"]
+
+
+def test_names_kept_in_two_places_agree() -> None:
+    import inspect
+
+    from agentsudo_tokens.broker import app, exchange
+    from agentsudo_tokens.broker.client import BrokerClient
+
+    assert exchange._BROKER_AUDIENCE == app.BROKER_AUDIENCE
+    assert f'"{exchange.EXCHANGE_PATH}"' in inspect.getsource(BrokerClient.exchange)
