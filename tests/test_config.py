@@ -83,6 +83,9 @@ def test_jwks_source_prefers_agentsudo_jwks() -> None:
 
 
 BAD_VALUES = [
+    ("AGENTSUDO_DPOP_KEY_FD", "three"),
+    ("AGENTSUDO_DPOP_KEY_FD", "1"),  # stdout is never a key pipe
+    ("AGENTSUDO_DPOP_KEY_FD", "-4"),
     ("AGENTSUDO_TTL", "abc"),
     ("AGENTSUDO_TTL", "0"),
     ("AGENTSUDO_TTL", "-5"),

@@ -28,7 +28,15 @@ from ..config import (
     Settings,
 )
 from ..errors import ConfigError, InvalidScopeError
-from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, ONCE_CLAIM, TOKEN_TYPE, check_agent_name
+from .claims import (
+    CONFIRMATION_CLAIM,
+    MAX_AUDIENCES,
+    MAX_NAME,
+    MAX_TIME,
+    ONCE_CLAIM,
+    TOKEN_TYPE,
+    check_agent_name,
+)
 from .jws import MAX_TOKEN_BYTES, encode
 from .keys import SigningKey
 from .scopes import ScopeSet
@@ -65,6 +73,19 @@ def _name(value: object, what: str) -> str:
             found=value,
         )
     return value
+
+
+def _thumbprint(value: object) -> str:
+    from .dpop import is_thumbprint
+
+    if not is_thumbprint(value):
+        raise ConfigError(
+            "jkt: expected a key's RFC 7638 SHA-256 thumbprint (43 base64url characters), "
+            f"found {str(value)[:60]!r}",
+            expected="thumbprint",
+            found=str(value)[:60],
+        )
+    return str(value)
 
 
 class Issuer:
@@ -126,6 +147,7 @@ class Issuer:
         audience: str | list[str] | None = None,
         now: float | None = None,
         once: bool = False,
+        jkt: str | None = None,
     ) -> IssuedToken:
         """Mint a token for ``agent`` with ``scopes``.
 
@@ -135,6 +157,8 @@ class Issuer:
         :param now: the issue time in epoch seconds (for tests); default the clock.
         :param once: a one-time token (claim ``once``): verifiers with a state store
             accept it once, verifiers without one refuse it.
+        :param jkt: bind the token to the key with this RFC 7638 thumbprint (``DPoPKey.jkt``):
+            claim ``cnf: {"jkt": ...}``; services then accept it only with a DPoP proof.
         :raises InvalidScopeError: a scope outside the grammar, or no scope at all.
         :raises ConfigError: an agent name outside the grammar (``AGENT_NAME_GRAMMAR``),
             a bad audience, or a TTL outside 1..max.
@@ -187,6 +211,8 @@ class Issuer:
         }
         if once:
             claims[ONCE_CLAIM] = True
+        if jkt is not None:
+            claims[CONFIRMATION_CLAIM] = {"jkt": _thumbprint(jkt)}
         header = {"alg": self.key.alg, "typ": TOKEN_TYPE, "kid": self.key.kid}
         token = encode(header, claims, self.key)
         if len(token) > MAX_TOKEN_BYTES:
