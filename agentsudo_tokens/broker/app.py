@@ -47,12 +47,15 @@ from ..config import Settings
 from ..errors import AgentSudoError, ConfigError
 from ..state import Store, open_store
 from ..state import default_store_url as _default_store_url
+from ..state.replay import StoreReplayCache
+from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.issuer import Issuer
 from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
+from .binding import requested_binding
 from .devmode import DevPolicy
 from .notify import Notifier
 from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
@@ -109,6 +112,7 @@ class _Broker:
             store=self.store,
         )
         self._revocation_list: tuple[float, int, str] | None = None  # (built at, changes, list)
+        self.proofs = ProofVerifier(replay=StoreReplayCache(self.store))  # DPoP at issuance
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
         self.anchor = AuditAnchor(self.store, audit_log)  # the last signed head, kept aside
         self.audit = BrokerAudit(
@@ -346,6 +350,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
     who = str(principal(caller))
     _limit(broker, "issue", who, caller=who)  # refusals by the policy too: each one is audited
     asked = _model(_TokenRequest, await _json_body(request, broker))
+    jkt = await requested_binding(request, broker.proofs)  # a DPoP proof: bind to its key
     try:
         grant = broker.policy.grant(
             caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
@@ -368,6 +373,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         ttl=grant.ttl,
         audience=audience,
         once=asked.once,
+        jkt=jkt,
     )
     if asked.once:
         from ..state.onetime import mark_one_time
@@ -381,6 +387,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         "agent": grant.agent,
         "scopes": list(grant.scopes),
         "expires_at": minted.claims["exp"],
+        "token_type": "Bearer" if jkt is None else "DPoP",
     }
     return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 

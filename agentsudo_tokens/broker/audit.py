@@ -286,6 +286,7 @@ class BrokerAudit:
             ttl=grant.ttl,
             audience=audience,
             once=once or None,
+            jkt=(claims.get("cnf") or {}).get("jkt"),  # bound to this key (DPoP)
             caller=principal(caller),
         )
 

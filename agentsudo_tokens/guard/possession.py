@@ -54,7 +54,7 @@ class _InheritedKey:
             with self.lock:
                 if not self.read:
                     try:
-                        self.key = _read_key(Settings.from_env().dpop_key_fd)
+                        self.key = _read_key(Settings.from_env().dpop_key_pipe)
                     except ConfigError as exc:
                         self.error = exc
                     self.read = True
@@ -63,20 +63,26 @@ class _InheritedKey:
         return self.key
 
 
-def _read_key(fd: int | None) -> DPoPKey | None:
-    """Read a private JWK from the pipe ``fd`` (all of it, without waiting), then close it."""
-    if fd is None:
+def _read_key(pipe: tuple[int, int] | None) -> DPoPKey | None:
+    """Read a private JWK from the pipe (all of it, without waiting), then close it.
+
+    ``pipe`` is the descriptor and the pipe's inode: a descriptor of that number that
+    is closed or another file (a child of the child has the variable, not the pipe) is
+    left alone, and this process holds no key.
+    """
+    if pipe is None:
         return None
+    fd, inode = pipe
 
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{DPOP_KEY_FD}: {why}", expected="a pipe holding a DPoP key")
 
     try:
-        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError as exc:
-        raise bad(f"descriptor {fd} cannot be read ({exc.strerror})") from None
-    if not is_pipe:  # never read (or close) a file or socket of this process by mistake
-        raise bad(f"descriptor {fd} is not a pipe")
+        info = os.fstat(fd)
+    except OSError:
+        return None  # closed: the variable was inherited, the pipe was not
+    if not stat.S_ISFIFO(info.st_mode) or info.st_ino != inode:
+        return None  # another file or pipe of this process: never read (or close) it
     chunks: list[bytes] = []
     try:
         os.set_blocking(fd, False)
@@ -108,7 +114,7 @@ _inherited = _InheritedKey()
 def process_key() -> DPoPKey | None:
     """The DPoP key this process was handed (``agentsudo run --dpop``), or ``None``.
 
-    :raises ConfigError: ``AGENTSUDO_DPOP_KEY_FD`` names no readable pipe holding a key.
+    :raises ConfigError: the pipe ``AGENTSUDO_DPOP_KEY_FD`` names does not hold a key.
     """
     return _inherited.get()
 
