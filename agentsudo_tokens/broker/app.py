@@ -202,6 +202,9 @@ def caller_of(request: Request, broker: _Broker) -> Caller:
     except AgentSudoError as exc:
         _unauthenticated(request, broker, f"credential: {exc}")
         raise Problem(401, "unauthenticated", f"credential refused: {exc}") from None
+    if claims.jkt is not None:  # its proofs are not checked here: never accepted as a bearer
+        _unauthenticated(request, broker, "credential bound to a key")
+        raise Problem(401, "unauthenticated", "credential refused: it is bound to a key (DPoP)")
     return Caller(uid=None, gids=frozenset(), credential=claims.subject)
 
 

@@ -16,8 +16,9 @@ import pytest
 from broker_harness import Broker, init_keys
 from installed_cli import sh
 
-from agentsudo_tokens import JwksFile, Verifier
-from agentsudo_tokens.errors import ConfigError
+from agentsudo_tokens import Issuer, JwksFile, KeyDirectory, Verifier
+from agentsudo_tokens.broker.client import BrokerClient
+from agentsudo_tokens.errors import ConfigError, InvalidTokenError
 from agentsudo_tokens.tokens.dpop import DPoPKey
 
 ME = os.geteuid()
@@ -107,3 +108,22 @@ def test_run_dpop_through_the_broker(broker: Broker, tmp_path: Path) -> None:
     jkt = DPoPKey.generate().jkt
     refused = sh("issue", "--agent", "SupportBot", "--dpop-jkt", jkt, cwd=tmp_path, env=env)
     assert refused.returncode == 2 and "DPoP proof" in refused.stderr
+
+
+def test_over_tcp_a_credential_bound_to_a_key_is_not_a_bearer_credential(tmp_path: Path) -> None:
+    keys = init_keys(tmp_path)
+    policy = POLICY.replace(f'admins = ["uid:{ME}"]', 'admins = ["credential:admin"]')
+    running = Broker(tmp_path, policy, "--listen", "127.0.0.1:0")
+    try:
+        assert running.process.stderr is not None
+        tcp = running.process.stderr.readline().rsplit(" ", 1)[1].strip()
+        issuer = Issuer(KeyDirectory(keys).signing_key())
+        plain = issuer.issue("admin", ["broker:admin"], audience="agentsudo-broker").token
+        assert BrokerClient(tcp, credential=plain).revoke(jti="j-1")["target"] == "j-1"
+        bound = issuer.issue(
+            "admin", ["broker:admin"], audience="agentsudo-broker", jkt=DPoPKey.generate().jkt
+        ).token
+        with pytest.raises(InvalidTokenError, match="bound to a key"):
+            BrokerClient(tcp, credential=bound).revoke(jti="j-2")
+    finally:
+        running.stop()
