@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryReplayCache", "ReplayCache", "StoreReplayCache"]
 
-DEFAULT_MAX_ENTRIES = 262_144  # ~4,000 proofs a second over a 60 s window
+DEFAULT_MAX_ENTRIES = 1 << 20  # ~17,000 proofs a second over a 61 s window; ~150 MB when full
 
 
 class ReplayCache(Protocol):

@@ -1,6 +1,6 @@
 """DPoP (RFC 9449): a key pair the agent's process holds in memory, and proofs signed with it.
 
-    key = DPoPKey.generate()              # Ed25519 (or "ES256"); never written anywhere
+    key = DPoPKey.generate()              # P-256 (or "EdDSA"); never written anywhere
     key.jkt                               # RFC 7638 thumbprint: the bound token's cnf.jkt
     proof = key.proof("POST", "https://billing.example/refunds", token=token)
     # Authorization: DPoP <token>   and   DPoP: <proof>
@@ -116,8 +116,13 @@ class DPoPKey:
         self._head = b64url_encode(_DUMPS(header).encode("ascii"))
 
     @classmethod
-    def generate(cls, alg: str = "EdDSA") -> DPoPKey:
-        """A fresh key pair: ``EdDSA`` (Ed25519, the default) or ``ES256`` (P-256).
+    def generate(cls, alg: str = "ES256") -> DPoPKey:
+        """A fresh key pair: ``ES256`` (P-256, the default) or ``EdDSA`` (Ed25519).
+
+        ES256 by default: every DPoP implementation supports it (RFC 9449's examples,
+        authorization servers' ``dpop_signing_alg_values_supported``), and a service
+        checks a P-256 signature faster than an Ed25519 one with OpenSSL (~45 against
+        ~60 µs here), once per request.
 
         :raises ConfigError: another algorithm.
         """

@@ -38,7 +38,7 @@ from ..errors import (
 from ..state.replay import MemoryReplayCache, ReplayCache
 from .dpop import MAX_PROOF_BYTES, PROOF_TYPE, access_token_hash, normalize_htu, thumbprint
 from .jws import decode_json_part, split
-from .keys import ALGORITHMS, PublicKey, b64url_encode
+from .keys import ALGORITHMS, PublicKey
 
 if TYPE_CHECKING:
     from .claims import VerifiedClaims
@@ -149,6 +149,7 @@ class ProofVerifier:
         self.nonces = nonces
         self._clock = clock
         self._keys: dict[str, tuple[PublicKey, str]] = {}  # encoded header -> (key, jkt)
+        self._memo: dict[str, str] = {}  # a request URL -> its htu; a token -> its ath
 
     def __repr__(self) -> str:
         return f"ProofVerifier(replay={self.replay!r}, window={self.window})"
@@ -260,15 +261,28 @@ class ProofVerifier:
                 raise DPoPNonceError("DPoP proof: this service requires a nonce (DPoP-Nonce)")
             if not self.nonces.accepts(nonce):
                 raise DPoPNonceError("DPoP proof: the nonce is not current; use the new one")
-        digest = hashlib.sha256(f"{proof_jkt}:{jti}".encode()).digest()
-        if not self.replay.first_use(
-            "dpop:" + b64url_encode(digest), expires_at=issued_at + self.window + 1
-        ):
+        digest = hashlib.sha256(f"{proof_jkt}:{jti}".encode()).hexdigest()
+        if not self.replay.first_use("dpop:" + digest, expires_at=issued_at + self.window + 1):
             raise ReplayedDPoPProofError(
                 "DPoP proof: this proof was used before (its jti); sign a fresh one per request",
                 found=jti,
             )
         return VerifiedProof(proof_jkt, jti, issued_at, nonce if isinstance(nonce, str) else None)
+
+    def _remembered(self, key: str, make: Callable[[str], str]) -> str:
+        value = self._memo.get(key)
+        if value is None:
+            value = make(key)
+            if len(self._memo) >= _KEYS_LIMIT:
+                self._memo.clear()  # rare: rebuilt from the next requests
+            self._memo[key] = value
+        return value
+
+    def _htu(self, url: str) -> str:
+        return self._remembered(url, normalize_htu)
+
+    def _ath(self, token: str) -> str:
+        return self._remembered("ath:" + token, lambda key: access_token_hash(key[4:]))
 
     def _claims(
         self, claims: dict[str, Any], method: str, url: str, token: str | None
@@ -284,7 +298,7 @@ class ProofVerifier:
         if htm != method:
             raise _refuse(f"made for method {_shown(htm)}, used for {method!r}", found=htm)
         try:
-            matches = isinstance(htu, str) and normalize_htu(htu) == normalize_htu(url)
+            matches = isinstance(htu, str) and (htu == url or normalize_htu(htu) == self._htu(url))
         except ValueError:
             matches = False
         if not matches:
@@ -299,6 +313,6 @@ class ProofVerifier:
                 expected=self.window,
                 found=iat,
             )
-        if token is not None and claims["ath"] != access_token_hash(token):
+        if token is not None and claims["ath"] != self._ath(token):
             raise _refuse("ath is not the hash of the access token sent with it")
         return jti, iat

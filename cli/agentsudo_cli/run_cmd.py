@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 @agent_options
 @click.option(
     "--dpop",
-    "dpop_alg",
-    flag_value="EdDSA",
-    default=None,
+    is_flag=True,
     help="Bind the token to a key made now, in memory (DPoP, RFC 9449); the child gets the "
     "key through an inherited pipe (AGENTSUDO_DPOP_KEY_FD), never a file or a variable.",
 )
-@click.option("--dpop-es256", "dpop_alg", flag_value="ES256", help="As --dpop, with a P-256 key.")
+@click.option(
+    "--dpop-alg",
+    type=click.Choice(["ES256", "EdDSA"]),
+    default=None,
+    help="The DPoP key's algorithm (implies --dpop) [default ES256].",
+)
 @keys_dir_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -33,6 +36,7 @@ def run(
     scopes: tuple[str, ...],
     ttl: int | None,
     aud: tuple[str, ...],
+    dpop: bool,
     dpop_alg: str | None,
     keys_dir: Path | None,
     command: tuple[str, ...],
@@ -68,10 +72,10 @@ def run(
     if not command:
         raise click.UsageError("no COMMAND given after --")
     key = None
-    if dpop_alg is not None:
+    if dpop or dpop_alg is not None:
         from agentsudo_tokens.tokens.dpop import DPoPKey
 
-        key = DPoPKey.generate(dpop_alg)
+        key = DPoPKey.generate(dpop_alg or "ES256")
     current = settings(keys_dir=keys_dir)
     client = broker_of(current, keys_dir=keys_dir)
     if client is not None:

@@ -101,7 +101,7 @@ def test_run_dpop_through_the_broker(broker: Broker, tmp_path: Path) -> None:
         "print(agent.name, agent.claims.jkt == key.jkt, key.alg)\n"
     )
     env = {**os.environ, "AGENTSUDO_BROKER": broker.address}
-    argv = ["run", "--dpop-es256", "--agent", "SupportBot", "--scopes", "read:orders", "--"]
+    argv = ["run", "--dpop-alg", "ES256", "--agent", "SupportBot", "--scopes", "read:orders", "--"]
     done = sh(*argv, sys.executable, "-c", code, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["SupportBot", "True", "ES256"]

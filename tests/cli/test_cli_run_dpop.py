@@ -62,11 +62,18 @@ def run(cwd: Path, *options: str, child: str = CHILD) -> dict[str, object]:
     return report
 
 
-@pytest.mark.parametrize(("option", "alg"), [("--dpop", "EdDSA"), ("--dpop-es256", "ES256")])
+@pytest.mark.parametrize(
+    ("options", "alg"),
+    [
+        (["--dpop"], "ES256"),
+        (["--dpop-alg", "EdDSA"], "EdDSA"),
+        (["--dpop", "--dpop-alg", "ES256"], "ES256"),
+    ],
+)
 def test_the_child_gets_a_bound_token_and_its_key_through_a_pipe(
-    tmp_path: Path, key_dir: KeyDirectory, option: str, alg: str
+    tmp_path: Path, key_dir: KeyDirectory, options: list[str], alg: str
 ) -> None:
-    report = run(tmp_path, option)
+    report = run(tmp_path, *options)
     assert report["agent"] == "SupportBot"
     assert report["bound"] == report["key"] and report["alg"] == alg
     assert report["same"] is True
