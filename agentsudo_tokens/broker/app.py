@@ -55,7 +55,7 @@ from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
-from .binding import requested_binding
+from .binding import requested_binding, require_possession
 from .devmode import DevPolicy
 from .notify import Notifier
 from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
@@ -560,6 +560,7 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
             raise Problem(400, "invalid-request", f"{name}: expected printable text")
     ScopeSet.parse([asked.scope])
     claims = await asyncio.to_thread(_elevation_claims, broker, asked.token)
+    await require_possession(request, broker.proofs, asked.token, claims, "body")
     peer = peer_of(request.scope)  # on the socket its uid; over TCP the asking token's agent
     who = f"uid:{peer.uid}" if peer is not None else f"agent:{claims.subject}"
     _limit(broker, "elevation", who, caller=who if peer else None, agent=claims.subject)
@@ -601,12 +602,13 @@ async def _elevation(request: Request, broker: _Broker) -> Response:
     from .elevation import elevation_status
 
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() not in ("bearer", "dpop") or not token.strip():
         raise Problem(401, "unauthenticated", "present the asking token as a Bearer token")
     request_id = str(request.path_params["request_id"])
     if not request_id.startswith("apr_") or len(request_id) > 90:
         raise UnknownApprovalError(f"no elevation request {request_id!r}")
     claims = await asyncio.to_thread(_elevation_claims, broker, token.strip())
+    await require_possession(request, broker.proofs, token.strip(), claims, scheme.lower())
     answer = await asyncio.to_thread(
         functools.partial(
             elevation_status,
