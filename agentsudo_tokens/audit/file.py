@@ -202,7 +202,12 @@ class AuditFile:
                     )
                 if torn:  # a writer died mid-line: end that line, do not glue ours to it
                     data = b"\n" + data
-                _write_all(fd, data)
+                try:
+                    _write_all(fd, data)
+                except OSError:  # a full disk: leave no torn line behind for the next writer
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, info.st_size)
+                    raise
                 self._last = (info.st_size + len(data), fields["hash"])
                 self.last_line = (info.st_size + (1 if torn else 0), info.st_size + len(data))
                 if self._counted is not None and self._counted[0] == info.st_size:

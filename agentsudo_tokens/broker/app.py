@@ -35,9 +35,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -47,9 +47,12 @@ from ..config import Settings
 from ..errors import AgentSudoError, ConfigError
 from ..state import Store, open_store
 from ..state import default_store_url as _default_store_url
+from ..tokens.claims import MAX_AUDIENCES, MAX_NAME
 from ..tokens.issuer import Issuer
+from ..tokens.jws import MAX_TOKEN_BYTES
 from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
+from ..tokens.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
@@ -251,20 +254,33 @@ def _describe(caller: Caller) -> str:
 class _TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    agent: str
-    scopes: list[str] | None = None
+    agent: str = Field(max_length=MAX_NAME)
+    scopes: list[Annotated[str, Field(max_length=MAX_SCOPE_LENGTH)]] | None = Field(
+        default=None, max_length=MAX_SCOPES
+    )
     ttl: int | None = None
-    audience: str | list[str] | None = None
+    audience: (
+        Annotated[str, Field(max_length=MAX_NAME)]
+        | list[Annotated[str, Field(max_length=MAX_NAME)]]
+        | None
+    ) = Field(default=None)
     once: bool = False
+
+    @field_validator("audience")
+    @classmethod
+    def _few_audiences(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_AUDIENCES:
+            raise ValueError(f"at most {MAX_AUDIENCES} audiences")
+        return value
 
 
 class _RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    jti: str | None = None
-    token: str | None = None
-    agent: str | None = None
-    reason: str | None = None
+    jti: str | None = Field(default=None, max_length=MAX_NAME)
+    token: str | None = Field(default=None, max_length=MAX_TOKEN_BYTES)
+    agent: str | None = Field(default=None, max_length=MAX_NAME)
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 async def _json_body(request: Request, broker: _Broker) -> Any:
@@ -351,7 +367,8 @@ async def _issue(request: Request, broker: _Broker) -> Response:
             caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
         )
     except AgentSudoError as exc:
-        _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), exc)
+        why = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
+        _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), why)
         broker.audit.refused(caller, "issue", str(exc), asked=asked.model_dump(exclude_none=True))
         raise
     cutoff = await asyncio.to_thread(agent_cutoff, broker.store, grant.agent)

@@ -84,12 +84,27 @@ AUDIT_FILE = "broker-audit.jsonl"  # in the key directory unless --audit-log say
 HEAD_EVERY = 100  # events between signed heads, at most
 HEAD_INTERVAL = 60.0  # seconds an event waits for a signed head, at most (while serving)
 _MAX_ACTION = 200
+_MAX_ECHO = 256  # characters of a caller's words kept in a refusal's event
 _log = logging.getLogger("agentsudo.broker")
 
 
 def _now() -> str:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     return now.replace("+00:00", "Z")
+
+
+def _clipped(value: Any, depth: int = 0) -> Any:
+    """A caller's words, at most ``_MAX_ECHO`` characters a string and 32 items a list: a
+    refusal is audited, and the audit must not be a way to write much."""
+    if isinstance(value, str):
+        if len(value) <= _MAX_ECHO:
+            return value
+        return f"{value[:_MAX_ECHO]}... ({len(value)} characters)"
+    if isinstance(value, list | tuple) and depth < 2:
+        return [_clipped(item, depth + 1) for item in value[:32]]
+    if isinstance(value, dict) and depth < 2:
+        return {str(k)[:64]: _clipped(v, depth + 1) for k, v in list(value.items())[:16]}
+    return value if isinstance(value, bool | int | float | type(None)) else repr(value)[:64]
 
 
 def principal(caller: Caller | None) -> str | None:
@@ -304,9 +319,9 @@ class BrokerAudit:
         self.record(
             "broker_refused",
             action=action[:_MAX_ACTION],
-            agent=agent,
-            asked=dict(asked) if asked else None,
-            reason=reason,
+            agent=_clipped(agent),
+            asked=_clipped(dict(asked)) if asked else None,
+            reason=_clipped(reason),
             caller=principal(caller),
         )
 

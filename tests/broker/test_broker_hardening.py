@@ -14,7 +14,7 @@ from installed_cli import AGENTSUDO, sh
 from test_broker_server import POLICY, Broker, raw
 
 from agentsudo_tokens.broker.client import BrokerClient
-from agentsudo_tokens.errors import InvalidTokenError, PermissionDeniedError
+from agentsudo_tokens.errors import AgentSudoError, InvalidTokenError, PermissionDeniedError
 from agentsudo_tokens.tokens.issuer import Issuer
 from agentsudo_tokens.tokens.keydir import KeyDirectory
 
@@ -136,3 +136,36 @@ def test_tcp_connections_to_the_broker_send_without_waiting_for_acks() -> None:
     finally:
         for sock in (accepted, client, listening):
             sock.close()
+
+
+def test_a_refusal_cannot_be_made_a_way_to_write_much(tmp_path: Path) -> None:
+    """Huge names, scopes and audiences are refused before anything is written, and what a
+    refusal keeps of a caller's words is short: the audit grows by lines, not by megabytes."""
+    import json
+
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    broker = Broker(tmp_path)
+    log = tmp_path / "keys" / "broker-audit.jsonl"
+    try:
+        broker.client.health()  # served: the start is audited
+        before = log.stat().st_size
+        for body in (
+            {"agent": "\U0001f600" * 16000},  # 64 KiB of emoji, 3x as JSON escapes
+            {"agent": "SupportBot", "scopes": ["read:x"] * 300},
+            {"agent": "SupportBot", "scopes": ["read:" + "x" * 300]},
+            {"agent": "SupportBot", "audience": ["a"] * 40},
+            {"agent": "SupportBot", "audience": "a" * 300},
+        ):
+            with pytest.raises(AgentSudoError) as caught:
+                broker.client.request("POST", "/v1/tokens", body)
+            assert "Traceback" not in str(caught.value)
+        assert log.stat().st_size == before  # a malformed request is not an event
+        wide = ["read:" + "y" * 190 + str(n) for n in range(250)]  # valid, beyond the policy
+        with pytest.raises(PermissionDeniedError):
+            broker.client.request("POST", "/v1/tokens", {"agent": "SupportBot", "scopes": wide})
+        lines = log.read_text().splitlines()
+        refused = [json.loads(line) for line in lines if '"broker_refused"' in line]
+        assert len(refused) == 1 and len(lines[-1].encode()) < 8192, len(lines[-1])
+    finally:
+        broker.stop()
+    assert len(broker.stderr) < 8192  # the broker's own log keeps it short too
