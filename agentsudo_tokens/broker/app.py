@@ -58,7 +58,7 @@ from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
 from .devmode import DevPolicy
 from .notify import Notifier
-from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
+from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, TCP_CONNECTIONS, _peer_key, peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
 from .ratelimit import ISSUE_BURST, ISSUE_RATE, QuietRefusals, RateLimiter
@@ -87,6 +87,7 @@ class BrokerConfig:
     body_timeout: float = BODY_TIMEOUT
     header_timeout: float = HEADER_TIMEOUT  # for a request head; then the connection is closed
     peer_connections: int = PEER_CONNECTIONS  # at once, per uid (socket) or address (TCP)
+    tcp_connections: int = TCP_CONNECTIONS  # at once, all TCP callers together
     issue_rate: float = ISSUE_RATE  # requests a second per caller: issuance, elevation filing
     issue_burst: int = ISSUE_BURST  # requests at once per caller, before the rate applies
     audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
