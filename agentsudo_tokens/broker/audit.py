@@ -148,10 +148,14 @@ class BrokerAudit:
         self._unsigned = 0
         self._on_head = on_head
         self.latest_head: str | None = None  # the last head this process signed
-        self._head_line: tuple[int, int, bytes] | None = None  # where it is, and its digest
 
     def __repr__(self) -> str:
         return f"BrokerAudit({str(self.path)!r})"
+
+    def use_key(self, key: SigningKey) -> None:
+        """Sign the next heads with ``key`` (the key directory's active key changed)."""
+        with self._lock:
+            self._key = key
 
     # -- writing ------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class BrokerAudit:
         event = {"time": _now(), "outcome": outcome}
         event.update((name, value) for name, value in fields.items() if value is not None)
         try:
+            self._check_last_line()
             self.file.append(event)
         except AgentSudoError as exc:
             _log.error("audit: %s", exc)
@@ -181,8 +186,8 @@ class BrokerAudit:
         self.latest_head = encode(header, claims, self._key)
         return {"head": self.latest_head}
 
-    def _line_at(self, start: int, end: int) -> bytes | None:
-        """The digest of the file's bytes ``start:end`` now (``None``: not there)."""
+    def _digest_at(self, start: int, end: int) -> bytes | None:
+        """The SHA-256 of the file's bytes ``start:end`` now (``None``: not there)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -195,42 +200,38 @@ class BrokerAudit:
             os.close(fd)
         return hashlib.sha256(data).digest() if len(data) == end - start else None
 
-    def _note_head(self) -> None:
-        """Remember where the head just written is, to find it again at the next seal."""
-        where = self.file.last_line
-        digest = self._line_at(*where) if where is not None else None
-        self._head_line = (*where, digest) if where is not None and digest else None
+    def _check_last_line(self) -> None:
+        """Before writing: the last line this broker wrote must still be where it wrote it.
 
-    def _check_last_head(self) -> None:
-        """Before signing again: our last head must still be where we wrote it.
+        A log cut or replaced while the broker runs would otherwise go on as if whole,
+        and the next head would vouch for it; an ``audit_gap`` line says what was found.
 
-        A log cut or replaced while the broker runs would otherwise be signed over
-        by the next head; an ``audit_gap`` line says what was found instead.
+        :raises ConfigError: the file cannot be written.
         """
-        if self._head_line is None:
+        mine = self.file.last_line
+        if mine is None:
             return
-        start, end, digest = self._head_line
-        if self._line_at(start, end) == digest:
+        start, end, digest = mine
+        if self._digest_at(start, end) == digest:
             return
         problem = (
-            f"the signed head this broker wrote at bytes {start}-{end} is gone: the log was "
-            "cut or replaced while the broker ran"
+            f"the line this broker wrote at bytes {start}-{end} is gone: the log was cut or "
+            "replaced while the broker ran"
         )
         _log.error("audit: %s", problem)
         self.file.append({"time": _now(), "outcome": GAP, "problem": problem})
 
     def seal(self) -> None:
         """Append a head signing the chain so far (after an ``audit_gap`` line if the
-        last head this broker wrote is gone).
+        last line this broker wrote is gone).
 
         :raises StoreUnavailableError: the file cannot be written.
         """
         with self._lock:
             unsigned, self._unsigned = self._unsigned, 0
         try:
-            self._check_last_head()
+            self._check_last_line()
             self.file.append({"time": _now(), "outcome": "head"}, seal=self._sign)
-            self._note_head()
         except AgentSudoError as exc:
             with self._lock:
                 self._unsigned += unsigned
