@@ -54,6 +54,7 @@ REVOCATIONS_REFRESH = "AGENTSUDO_REVOCATIONS_REFRESH"
 DEFAULT_REVOCATIONS_REFRESH = 10
 REVOCATIONS_MAX_STALE = "AGENTSUDO_REVOCATIONS_MAX_STALE"
 DEFAULT_REVOCATIONS_MAX_STALE = 60  # then refuse: the list is what makes revocation work
+DPOP_KEY_FD = "AGENTSUDO_DPOP_KEY_FD"  # FD:INODE, an inherited pipe holding a DPoP key
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -158,6 +159,7 @@ class Settings:
     revocations: str | None = None  # the signed revocation list: a URL, unix:///path or a file
     revocations_refresh: int = DEFAULT_REVOCATIONS_REFRESH  # seconds between fetches
     revocations_max_stale: int = DEFAULT_REVOCATIONS_MAX_STALE  # since the last good list
+    dpop_key_pipe: tuple[int, int] | None = None  # (fd, inode) from `agentsudo run --dpop`
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -222,6 +224,16 @@ class Settings:
         ):
             if env.get(variable, "").strip():
                 values[field] = parse_duration(env[variable], name=variable)
+        if pipe := env.get(DPOP_KEY_FD, "").strip():
+            fd, _, inode = pipe.partition(":")
+            if not (fd.isdigit() and inode.isdigit() and 2 < int(fd) < 65536):
+                raise ConfigError(
+                    f"{DPOP_KEY_FD}: expected FD:INODE, a pipe's descriptor (above 2) and "
+                    f"inode, found {pipe[:40]!r}",
+                    expected="FD:INODE",
+                    found=pipe[:40],
+                )
+            values["dpop_key_pipe"] = (int(fd), int(inode))
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
             leeway = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)
@@ -286,6 +298,7 @@ def child_environment(
     """
     env = dict(os.environ)
     env[TOKEN] = token
+    env.pop(DPOP_KEY_FD, None)  # this process's key pipe is not the child's
     env.pop(BROKER_CREDENTIAL, None)  # the launcher's credential is not the child's
     address = broker or env.get(BROKER, "").strip()
     if address:

@@ -19,17 +19,21 @@ __all__ = [
     "BadSignatureError",
     "ConfigError",
     "DelegationRefusedError",
+    "DPoPNonceError",
     "ExpiredTokenError",
+    "InvalidDPoPProofError",
     "InvalidScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
     "MalformedTokenError",
     "NotYetValidTokenError",
     "PermissionDeniedError",
+    "ReplayedDPoPProofError",
     "RevocationsUnavailableError",
     "RevokedTokenError",
     "StateRequiredError",
     "StoreUnavailableError",
+    "TokenBindingError",
     "TokenLifetimeError",
     "UnknownApprovalError",
     "UnknownKeyError",
@@ -122,7 +126,8 @@ class DelegationRefusedError(PermissionDeniedError):
     ``reason`` names the rule: ``scope``, ``audience``, ``ttl``, ``depth``,
     ``not_delegable`` (the policy keeps the grant from being passed on),
     ``one_time`` (a one-time token is never exchanged), ``broker_credential``,
-    ``revoked_actor`` (the sub-agent's tokens are revoked by a kill switch).
+    ``revoked_actor`` (the sub-agent's tokens are revoked by a kill switch), ``bound``
+    (a token bound to a key, DPoP, is not exchanged).
     """
 
     def __init__(
@@ -181,3 +186,25 @@ class RevokedTokenError(InvalidTokenError):
 
 class StateRequiredError(InvalidTokenError):
     """The token needs a state store (a one-time token) and this verifier has none."""
+
+
+class InvalidDPoPProofError(InvalidTokenError):
+    """A DPoP proof (RFC 9449) was refused: missing, malformed, badly signed, or not for this
+    request (method, URL, access token hash, time window). HTTP: ``error="invalid_dpop_proof"``."""
+
+
+class ReplayedDPoPProofError(InvalidDPoPProofError):
+    """A DPoP proof's ``jti`` was seen before: a proof is good for one request only."""
+
+
+class DPoPNonceError(InvalidDPoPProofError):
+    """The server wants its nonce in the proof (missing or stale). HTTP: ``error="use_dpop_nonce"``
+    and a fresh nonce in ``DPoP-Nonce``; the client signs a new proof with it and retries once."""
+
+
+class TokenBindingError(InvalidTokenError):
+    """A token presented without the key it is bound to (``cnf.jkt``, RFC 7800 / RFC 9449).
+
+    A bound token sent as a Bearer token, a proof signed by another key than the
+    token's, or an unbound token sent with the DPoP scheme. HTTP: ``error="invalid_token"``.
+    """

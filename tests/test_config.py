@@ -83,6 +83,10 @@ def test_jwks_source_prefers_agentsudo_jwks() -> None:
 
 
 BAD_VALUES = [
+    ("AGENTSUDO_DPOP_KEY_FD", "three"),
+    ("AGENTSUDO_DPOP_KEY_FD", "5"),  # no inode: any pipe at 5 would do
+    ("AGENTSUDO_DPOP_KEY_FD", "1:1234"),  # stdout is never a key pipe
+    ("AGENTSUDO_DPOP_KEY_FD", "-4:1234"),
     ("AGENTSUDO_TTL", "abc"),
     ("AGENTSUDO_TTL", "0"),
     ("AGENTSUDO_TTL", "-5"),

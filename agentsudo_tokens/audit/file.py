@@ -111,7 +111,8 @@ class AuditFile:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._last: tuple[int, str] | None = None  # (file size after our last write, its hash)
-        self.last_line: tuple[int, int] | None = None  # byte offsets of the last line we wrote
+        # the last line this object wrote: its byte offsets and the SHA-256 of its bytes
+        self.last_line: tuple[int, int, bytes] | None = None
         self._counted: tuple[int, int] | None = None  # (an offset, the newlines before it)
 
     def __repr__(self) -> str:
@@ -202,9 +203,16 @@ class AuditFile:
                     )
                 if torn:  # a writer died mid-line: end that line, do not glue ours to it
                     data = b"\n" + data
-                _write_all(fd, data)
+                try:
+                    _write_all(fd, data)
+                except OSError:  # a full disk: leave no torn line behind for the next writer
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, info.st_size)
+                    raise
                 self._last = (info.st_size + len(data), fields["hash"])
-                self.last_line = (info.st_size + (1 if torn else 0), info.st_size + len(data))
+                line = data[1:] if torn else data
+                end = info.st_size + len(data)
+                self.last_line = (end - len(line), end, hashlib.sha256(line).digest())
                 if self._counted is not None and self._counted[0] == info.st_size:
                     self._counted = (info.st_size + len(data), self._counted[1] + data.count(b"\n"))
                 return str(fields["hash"])

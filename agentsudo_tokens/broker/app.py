@@ -35,9 +35,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -47,16 +47,22 @@ from ..config import Settings
 from ..errors import AgentSudoError, ConfigError
 from ..state import Store, open_store
 from ..state import default_store_url as _default_store_url
+from ..state.replay import StoreReplayCache
+from ..tokens.claims import MAX_AUDIENCES, MAX_NAME
+from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.issuer import Issuer
+from ..tokens.jws import MAX_TOKEN_BYTES
 from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
+from ..tokens.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
 from .audit_anchor import AuditAnchor
+from .binding import requested_binding, require_possession
 from .devmode import DevPolicy
 from .exchange import EXCHANGE_PATH, exchange_endpoint
 from .notify import Notifier
-from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, _peer_key, peer_of
+from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, TCP_CONNECTIONS, _peer_key, peer_of
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, problem_for, problem_response
 from .ratelimit import ISSUE_BURST, ISSUE_RATE, QuietRefusals, RateLimiter
@@ -85,6 +91,7 @@ class BrokerConfig:
     body_timeout: float = BODY_TIMEOUT
     header_timeout: float = HEADER_TIMEOUT  # for a request head; then the connection is closed
     peer_connections: int = PEER_CONNECTIONS  # at once, per uid (socket) or address (TCP)
+    tcp_connections: int = TCP_CONNECTIONS  # at once, all TCP callers together
     issue_rate: float = ISSUE_RATE  # requests a second per caller: issuance, elevation filing
     issue_burst: int = ISSUE_BURST  # requests at once per caller, before the rate applies
     audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
@@ -97,19 +104,17 @@ class _Broker:
         self.config = config
         self.keys = KeyDirectory(config.keys_dir)
         settings = config.settings.replace(keys_dir=config.keys_dir)
+        self.settings = settings
+        self._keys_seen = self._key_files()
+        self._keys_checked = time.monotonic()
         self.issuer = Issuer.from_settings(settings)
         self.policy: Policy | DevPolicy = self._load_policy()
         url = config.store_url or _default_store_url(settings.replace(jwks=None))
         self.store: Store = open_store(url)
-        self.credentials = Verifier(  # revocable like any token: checked against our store
-            self.keys.public_keys(),
-            issuer=settings.issuer,
-            audience=BROKER_AUDIENCE,
-            leeway=settings.leeway,
-            max_ttl=settings.max_ttl,
-            store=self.store,
-        )
+        self.credentials = self._credential_verifier()
+        self.exchange_verifier: Verifier | None = None  # made on first use (broker.exchange)
         self._revocation_list: tuple[float, int, str] | None = None  # (built at, changes, list)
+        self.proofs = ProofVerifier(replay=StoreReplayCache(self.store))  # DPoP at issuance
         audit_log = config.audit_log or config.keys_dir / AUDIT_FILE
         self.anchor = AuditAnchor(self.store, audit_log)  # the last signed head, kept aside
         self.audit = BrokerAudit(
@@ -118,6 +123,56 @@ class _Broker:
         self.notifier = Notifier(on_failure=self._notify_failed)
         self.limits = RateLimiter(config.issue_rate, config.issue_burst)
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
+
+    def _credential_verifier(self) -> Verifier:
+        """Broker credentials: our own tokens, revocable like any (checked against our store)."""
+        return Verifier(
+            self.keys.public_keys(),
+            issuer=self.settings.issuer,
+            audience=BROKER_AUDIENCE,
+            leeway=self.settings.leeway,
+            max_ttl=self.settings.max_ttl,
+            store=self.store,
+        )
+
+    def _key_files(self) -> tuple[tuple[int, int, int], ...]:
+        """What ``keys rotate``, ``activate`` and ``retire`` change: the key directory's files."""
+        seen = []
+        for name in ("keys.json", "jwks.json"):
+            try:
+                info = os.stat(self.config.keys_dir / name)
+            except OSError:
+                seen.append((0, 0, 0))
+            else:
+                seen.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        return tuple(seen)
+
+    def follow_keys(self) -> None:
+        """At most once a second: after ``agentsudo keys rotate``/``activate``/``retire``, sign
+        with the active key and trust the published ones, without a restart (a broker that kept
+        its first key went on minting tokens no verifier trusted once that key was retired)."""
+        now = time.monotonic()
+        if now - self._keys_checked < 1.0:
+            return
+        self._keys_checked = now
+        seen = self._key_files()
+        if seen == self._keys_seen:
+            return
+        try:
+            issuer = Issuer.from_settings(self.settings)
+            credentials = self._credential_verifier()
+        except AgentSudoError as exc:  # caught mid-change: the next look settles it
+            _log.warning("the key directory changed and cannot be read yet: %s", exc)
+            return
+        self._keys_seen = seen
+        if issuer.key.kid != self.issuer.key.kid:
+            _log.warning("signing with key %s from now on", issuer.key.kid)
+            self.audit.use_key(issuer.key)
+            with contextlib.suppress(AgentSudoError):  # logged by the audit itself
+                self.audit.record("key_changed", kid=issuer.key.kid, was=self.issuer.key.kid)
+        self.issuer, self.credentials = issuer, credentials
+        self.exchange_verifier = None  # made anew with the keys published now
+        self._revocation_list = None  # signed anew, with the key that signs now
 
     def _notify_failed(self, request: ApprovalRequest, why: str) -> None:
         """The policy's webhook was not told of ``request`` (it still waits for an admin)."""
@@ -134,13 +189,17 @@ class _Broker:
             self.config.policy_path, max_ttl=settings.max_ttl, audience=settings.audience
         )
 
-    def check_audit(self) -> None:
-        """On start: a log shorter than the head kept in the store gets an ``audit_gap`` line."""
+    def check_audit(self) -> bool:
+        """The file against the head kept in the store: a log shorter than it, or not the
+        same, gets an ``audit_gap`` line. Until this has been done, no head replaces the
+        kept one. ``False``: the store could not be read; try again later.
+        """
         try:
             gap = self.anchor.check(self.audit.path, self.keys.public_keys())
+            kept = self.anchor.latest()
         except AgentSudoError as exc:
             _log.error("the audit log could not be checked against its kept head: %s", exc)
-            return
+            return False
         if gap is not None:
             _log.error(
                 "the audit log was cut or replaced while the broker was away: %s", gap.problem
@@ -151,6 +210,14 @@ class _Broker:
                 found_lines=gap.found_lines,
                 problem=gap.problem,
             )
+        elif kept is None and self.audit.path.stat().st_size > 0:
+            _log.warning(
+                "the audit log has no head kept in the store (a new store, host or path): "
+                "a cut before now cannot be seen"
+            )
+            self.audit.record("audit_unanchored", problem="no head kept for this log")
+        self.anchor.ready = True
+        return True
 
     def reload(self) -> None:
         """Read the policy again; a bad one is refused and the old one stays."""
@@ -199,6 +266,9 @@ def caller_of(request: Request, broker: _Broker) -> Caller:
     except AgentSudoError as exc:
         _unauthenticated(request, broker, f"credential: {exc}")
         raise Problem(401, "unauthenticated", f"credential refused: {exc}") from None
+    if claims.jkt is not None:  # its proofs are not checked here: never accepted as a bearer
+        _unauthenticated(request, broker, "credential bound to a key")
+        raise Problem(401, "unauthenticated", "credential refused: it is bound to a key (DPoP)")
     return Caller(uid=None, gids=frozenset(), credential=claims.subject)
 
 
@@ -252,20 +322,33 @@ def _describe(caller: Caller) -> str:
 class _TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    agent: str
-    scopes: list[str] | None = None
+    agent: str = Field(max_length=MAX_NAME)
+    scopes: list[Annotated[str, Field(max_length=MAX_SCOPE_LENGTH)]] | None = Field(
+        default=None, max_length=MAX_SCOPES
+    )
     ttl: int | None = None
-    audience: str | list[str] | None = None
+    audience: (
+        Annotated[str, Field(max_length=MAX_NAME)]
+        | list[Annotated[str, Field(max_length=MAX_NAME)]]
+        | None
+    ) = Field(default=None)
     once: bool = False
+
+    @field_validator("audience")
+    @classmethod
+    def _few_audiences(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_AUDIENCES:
+            raise ValueError(f"at most {MAX_AUDIENCES} audiences")
+        return value
 
 
 class _RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    jti: str | None = None
-    token: str | None = None
-    agent: str | None = None
-    reason: str | None = None
+    jti: str | None = Field(default=None, max_length=MAX_NAME)
+    token: str | None = Field(default=None, max_length=MAX_TOKEN_BYTES)
+    agent: str | None = Field(default=None, max_length=MAX_NAME)
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 async def _json_body(request: Request, broker: _Broker) -> Any:
@@ -322,6 +405,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         broker: _Broker = request.app.state.broker
         try:
+            broker.follow_keys()
             return await handler(request, broker)
         except Exception as exc:  # every error is a problem; a surprise says nothing more
             problem = problem_for(exc)
@@ -347,12 +431,14 @@ async def _issue(request: Request, broker: _Broker) -> Response:
     who = str(principal(caller))
     _limit(broker, "issue", who, caller=who)  # refusals by the policy too: each one is audited
     asked = _model(_TokenRequest, await _json_body(request, broker))
+    jkt = await requested_binding(request, broker.proofs)  # a DPoP proof: bind to its key
     try:
         grant = broker.policy.grant(
             caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
         )
     except AgentSudoError as exc:
-        _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), exc)
+        why = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
+        _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), why)
         broker.audit.refused(caller, "issue", str(exc), asked=asked.model_dump(exclude_none=True))
         raise
     cutoff = await asyncio.to_thread(agent_cutoff, broker.store, grant.agent)
@@ -369,6 +455,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         ttl=grant.ttl,
         audience=audience,
         once=asked.once,
+        jkt=jkt,
     )
     if asked.once:
         from ..state.onetime import mark_one_time
@@ -382,6 +469,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         "agent": grant.agent,
         "scopes": list(grant.scopes),
         "expires_at": minted.claims["exp"],
+        "token_type": "Bearer" if jkt is None else "DPoP",
     }
     return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 
@@ -551,6 +639,7 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
             raise Problem(400, "invalid-request", f"{name}: expected printable text")
     ScopeSet.parse([asked.scope])
     claims = await asyncio.to_thread(_elevation_claims, broker, asked.token)
+    await require_possession(request, broker.proofs, asked.token, claims, "body")
     peer = peer_of(request.scope)  # on the socket its uid; over TCP the asking token's agent
     who = f"uid:{peer.uid}" if peer is not None else f"agent:{claims.subject}"
     _limit(broker, "elevation", who, caller=who if peer else None, agent=claims.subject)
@@ -592,12 +681,13 @@ async def _elevation(request: Request, broker: _Broker) -> Response:
     from .elevation import elevation_status
 
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() not in ("bearer", "dpop") or not token.strip():
         raise Problem(401, "unauthenticated", "present the asking token as a Bearer token")
     request_id = str(request.path_params["request_id"])
     if not request_id.startswith("apr_") or len(request_id) > 90:
         raise UnknownApprovalError(f"no elevation request {request_id!r}")
     claims = await asyncio.to_thread(_elevation_claims, broker, token.strip())
+    await require_possession(request, broker.proofs, token.strip(), claims, scheme.lower())
     answer = await asyncio.to_thread(
         functools.partial(
             elevation_status,
@@ -614,23 +704,35 @@ async def _elevation(request: Request, broker: _Broker) -> Response:
     return JSONResponse(answer, headers={"cache-control": "no-store"})
 
 
+async def _check_audit_until_done(broker: _Broker, every: float = 5.0) -> None:
+    """The start's check of the audit against its kept head, again until the store answers."""
+    while True:
+        await asyncio.sleep(every)
+        if broker.check_audit():
+            return
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     broker: _Broker = app.state.broker
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, broker.reload)  # only in the main thread
-    broker.check_audit()
+    checked = broker.check_audit()
     broker.audit.started(broker.config.policy_path)  # and a signed head
-    heads = asyncio.create_task(broker.audit.keep_signing())
-    summaries = asyncio.create_task(broker.quiet.keep_summarising())
+    tasks = [
+        asyncio.create_task(broker.audit.keep_signing()),
+        asyncio.create_task(broker.quiet.keep_summarising()),
+    ]
+    if not checked:  # the store was away: look again until it answers
+        tasks.append(asyncio.create_task(_check_audit_until_done(broker)))
     try:
         yield
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
-        heads.cancel()
-        summaries.cancel()
+        for task in tasks:
+            task.cancel()
         broker.quiet.summarise(everything=True)  # the refusals counted so far
         broker.audit.stopped()  # and the last signed head
         broker.close()

@@ -84,12 +84,27 @@ AUDIT_FILE = "broker-audit.jsonl"  # in the key directory unless --audit-log say
 HEAD_EVERY = 100  # events between signed heads, at most
 HEAD_INTERVAL = 60.0  # seconds an event waits for a signed head, at most (while serving)
 _MAX_ACTION = 200
+_MAX_ECHO = 256  # characters of a caller's words kept in a refusal's event
 _log = logging.getLogger("agentsudo.broker")
 
 
 def _now() -> str:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     return now.replace("+00:00", "Z")
+
+
+def _clipped(value: Any, depth: int = 0) -> Any:
+    """A caller's words, at most ``_MAX_ECHO`` characters a string and 32 items a list: a
+    refusal is audited, and the audit must not be a way to write much."""
+    if isinstance(value, str):
+        if len(value) <= _MAX_ECHO:
+            return value
+        return f"{value[:_MAX_ECHO]}... ({len(value)} characters)"
+    if isinstance(value, list | tuple) and depth < 2:
+        return [_clipped(item, depth + 1) for item in value[:32]]
+    if isinstance(value, dict) and depth < 2:
+        return {str(k)[:64]: _clipped(v, depth + 1) for k, v in list(value.items())[:16]}
+    return value if isinstance(value, bool | int | float | type(None)) else repr(value)[:64]
 
 
 def principal(caller: Caller | None) -> str | None:
@@ -133,10 +148,14 @@ class BrokerAudit:
         self._unsigned = 0
         self._on_head = on_head
         self.latest_head: str | None = None  # the last head this process signed
-        self._head_line: tuple[int, int, bytes] | None = None  # where it is, and its digest
 
     def __repr__(self) -> str:
         return f"BrokerAudit({str(self.path)!r})"
+
+    def use_key(self, key: SigningKey) -> None:
+        """Sign the next heads with ``key`` (the key directory's active key changed)."""
+        with self._lock:
+            self._key = key
 
     # -- writing ------------------------------------------------------------------
 
@@ -148,6 +167,7 @@ class BrokerAudit:
         event = {"time": _now(), "outcome": outcome}
         event.update((name, value) for name, value in fields.items() if value is not None)
         try:
+            self._check_last_line()
             self.file.append(event)
         except AgentSudoError as exc:
             _log.error("audit: %s", exc)
@@ -166,8 +186,8 @@ class BrokerAudit:
         self.latest_head = encode(header, claims, self._key)
         return {"head": self.latest_head}
 
-    def _line_at(self, start: int, end: int) -> bytes | None:
-        """The digest of the file's bytes ``start:end`` now (``None``: not there)."""
+    def _digest_at(self, start: int, end: int) -> bytes | None:
+        """The SHA-256 of the file's bytes ``start:end`` now (``None``: not there)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -180,42 +200,38 @@ class BrokerAudit:
             os.close(fd)
         return hashlib.sha256(data).digest() if len(data) == end - start else None
 
-    def _note_head(self) -> None:
-        """Remember where the head just written is, to find it again at the next seal."""
-        where = self.file.last_line
-        digest = self._line_at(*where) if where is not None else None
-        self._head_line = (*where, digest) if where is not None and digest else None
+    def _check_last_line(self) -> None:
+        """Before writing: the last line this broker wrote must still be where it wrote it.
 
-    def _check_last_head(self) -> None:
-        """Before signing again: our last head must still be where we wrote it.
+        A log cut or replaced while the broker runs would otherwise go on as if whole,
+        and the next head would vouch for it; an ``audit_gap`` line says what was found.
 
-        A log cut or replaced while the broker runs would otherwise be signed over
-        by the next head; an ``audit_gap`` line says what was found instead.
+        :raises ConfigError: the file cannot be written.
         """
-        if self._head_line is None:
+        mine = self.file.last_line
+        if mine is None:
             return
-        start, end, digest = self._head_line
-        if self._line_at(start, end) == digest:
+        start, end, digest = mine
+        if self._digest_at(start, end) == digest:
             return
         problem = (
-            f"the signed head this broker wrote at bytes {start}-{end} is gone: the log was "
-            "cut or replaced while the broker ran"
+            f"the line this broker wrote at bytes {start}-{end} is gone: the log was cut or "
+            "replaced while the broker ran"
         )
         _log.error("audit: %s", problem)
         self.file.append({"time": _now(), "outcome": GAP, "problem": problem})
 
     def seal(self) -> None:
         """Append a head signing the chain so far (after an ``audit_gap`` line if the
-        last head this broker wrote is gone).
+        last line this broker wrote is gone).
 
         :raises StoreUnavailableError: the file cannot be written.
         """
         with self._lock:
             unsigned, self._unsigned = self._unsigned, 0
         try:
-            self._check_last_head()
+            self._check_last_line()
             self.file.append({"time": _now(), "outcome": "head"}, seal=self._sign)
-            self._note_head()
         except AgentSudoError as exc:
             with self._lock:
                 self._unsigned += unsigned
@@ -286,6 +302,7 @@ class BrokerAudit:
             ttl=grant.ttl,
             audience=audience,
             once=once or None,
+            jkt=(claims.get("cnf") or {}).get("jkt"),  # bound to this key (DPoP)
             caller=principal(caller),
         )
 
@@ -304,9 +321,9 @@ class BrokerAudit:
         self.record(
             "broker_refused",
             action=action[:_MAX_ACTION],
-            agent=agent,
-            asked=dict(asked) if asked else None,
-            reason=reason,
+            agent=_clipped(agent),
+            asked=_clipped(dict(asked)) if asked else None,
+            reason=_clipped(reason),
             caller=principal(caller),
         )
 

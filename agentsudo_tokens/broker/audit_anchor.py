@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import AgentSudoError
-from .audit_verify import REPLACED, parse_head, verify_audit
+from ..errors import AgentSudoError, UnknownKeyError
+from .audit_verify import SignedHead, parse_head, verify_audit
 
 if TYPE_CHECKING:
     from ..state import Store
@@ -52,13 +52,16 @@ class AuditAnchor:
         self.store = store
         where = f"{socket.gethostname()}\0{Path(path).resolve()}"
         self.key = ANCHOR_PREFIX + hashlib.sha256(where.encode()).hexdigest()[:32]
+        self.ready = False  # the file was checked against the kept head: heads may replace it
 
     def keep(self, head: str) -> None:
-        """Keep ``head`` (a compact JWS) as the latest.
+        """Keep ``head`` (a compact JWS) as the latest, once the file has been checked
+        (before, a new head would replace the very one a cut is measured against).
 
         :raises StoreUnavailableError: the store cannot be written.
         """
-        self.store.put(self.key, head, expires_at=time.time() + _KEEP)
+        if self.ready:
+            self.store.put(self.key, head, expires_at=time.time() + _KEEP)
 
     def latest(self) -> str | None:
         """The kept head, if any.
@@ -79,13 +82,33 @@ class AuditAnchor:
         kept = self.latest()
         if kept is None:
             return None
+        head: SignedHead | None
         try:
             head = parse_head(kept, keys)
+        except UnknownKeyError:  # its key was retired while the broker was away
+            head = _unverified(kept)
         except AgentSudoError as exc:
             return AuditGap(0, 0, f"the kept head does not verify: {exc}")
-        report = verify_audit(path, keys, anchor=head)
-        cut = report.bad_line is None and not report.ok  # it ends before the kept head
-        replaced = report.bad_line == head.lines + 1 and report.problem == REPLACED
-        if not (cut or replaced):
-            return None  # whole; any other fault `audit verify` reports by itself
+        if head is None:
+            return AuditGap(0, 0, "the kept head is not an audit head")
+        report = verify_audit(path, keys, anchor=head, check_heads=False)
+        if report.ok or (report.bad_line is not None and report.bad_line > head.lines + 1):
+            return None  # it holds the kept head whole; later faults `audit verify` reports
         return AuditGap(head.lines + 1, report.events, report.problem or "cut")
+
+
+def _unverified(kept: str) -> SignedHead | None:
+    """A kept head whose key is no longer published, read for its place alone: it was
+    signed by this broker's key, and only the store (ours) held it."""
+    from ..tokens.jws import decode_json_part, split
+
+    try:
+        parts = split(kept)
+        header = decode_json_part(parts.header, "audit head header")
+        claims = decode_json_part(parts.payload, "audit head payload")
+    except AgentSudoError:
+        return None
+    chain, lines, iat = claims.get("chain"), claims.get("lines"), claims.get("iat")
+    if not isinstance(chain, str) or type(lines) is not int or type(iat) is not int or lines < 0:
+        return None
+    return SignedHead(str(header.get("kid")), str(claims.get("iss")), iat, chain, lines)

@@ -33,6 +33,7 @@ from ..errors import (
 if TYPE_CHECKING:
     from ..config import Settings
     from ..state.approvals import ApprovalRequest
+    from ..tokens.dpop import DPoPKey
 
 __all__ = ["BrokerClient", "BrokerUnavailableError"]
 
@@ -160,6 +161,12 @@ class BrokerClient:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
+    def url_of(self, path: str) -> str:
+        """The URL a request for ``path`` goes to, as the broker sees it (a DPoP proof's
+        ``htu``): on a Unix socket ``http://localhost/...``."""
+        base = "http://localhost" if self.address.startswith("unix://") else self.address
+        return base + path
+
     def request(
         self,
         method: str,
@@ -167,15 +174,16 @@ class BrokerClient:
         body: dict[str, Any] | None = None,
         *,
         form: dict[str, str | list[str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """One call: the answer's JSON, or the error its problem names.
 
         :param form: sent as ``application/x-www-form-urlencoded`` instead of ``body``.
-
+        :param headers: more request headers (a ``DPoP`` proof).
         :raises BrokerUnavailableError: no broker there, or an answer that is not its API.
         :raises AgentSudoError: the broker refused (the subclass by the HTTP status).
         """
-        headers = {"accept": "application/json"}
+        headers = {**(headers or {}), "accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -228,10 +236,14 @@ class BrokerClient:
         ttl: int | None = None,
         audience: str | list[str] | None = None,
         once: bool = False,
+        dpop_key: DPoPKey | None = None,
     ) -> dict[str, Any]:
         """A token for ``agent``, as the policy allows this caller.
 
-        :returns: ``{"token", "jti", "agent", "scopes", "expires_at"}``.
+        :param dpop_key: bind the token to this key (RFC 9449 §5): the request carries a
+            DPoP proof signed by it, and services accept the token only with proofs of it.
+        :returns: ``{"token", "jti", "agent", "scopes", "expires_at", "token_type"}``
+            (``token_type`` ``DPoP`` for a bound token, else ``Bearer``).
         :raises PermissionDeniedError: the policy refuses (the broker's one-line reason).
         """
         body: dict[str, Any] = {"agent": agent}
@@ -243,7 +255,15 @@ class BrokerClient:
             body["audience"] = audience
         if once:
             body["once"] = True
-        return dict(self.request("POST", "/v1/tokens", body))
+        headers = None
+        if dpop_key is not None:
+            headers = {"DPoP": dpop_key.proof("POST", self.url_of("/v1/tokens"))}
+        answer = dict(self.request("POST", "/v1/tokens", body, headers=headers))
+        if dpop_key is not None and answer.get("token_type") != "DPoP":
+            raise BrokerUnavailableError(
+                f"the broker at {self.address} did not bind the token to the key (RFC 9449)"
+            )
+        return answer
 
     def exchange(
         self,

@@ -149,6 +149,14 @@ def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
             reason="broker_credential",
             agent=claims.agent,
         )
+    if claims.jkt is not None:  # its holder must prove the key; a copy must not buy a child
+        raise DelegationRefusedError(
+            "a token bound to a key (DPoP) cannot be exchanged yet: its child would not be",
+            reason="bound",
+            agent=claims.agent,
+            expected="a bearer token",
+            found="cnf.jkt",
+        )
     check_revoked(broker.store, claims)
     return claims
 

@@ -38,6 +38,7 @@ __all__ = [
     "PEER_KEY",
     "Peer",
     "PeerH11Protocol",
+    "TCP_CONNECTIONS",
     "peer_of",
     "peer_protocol",
 ]
@@ -45,6 +46,7 @@ __all__ = [
 PEER_KEY = "agentsudo.peer"
 HEADER_TIMEOUT = 10.0  # seconds for a request head, from connect or from the previous response
 PEER_CONNECTIONS = 16  # connections one uid (socket) or one address (TCP) may hold at once
+TCP_CONNECTIONS = 512  # TCP connections at once, all callers; the server takes 2,048
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -124,7 +126,11 @@ class PeerH11Protocol(H11Protocol):
 
     header_timeout: ClassVar[float | None] = None
     per_peer: ClassVar[int | None] = None
+    tcp_total: ClassVar[int | None] = None
     open_by_peer: ClassVar[Counter[str]] = Counter()
+    open_tcp: ClassVar[list[int]] = [0]
+
+    _counted_tcp = False
 
     _peer_key: str | None = None
     _header_timer: asyncio.TimerHandle | None = None
@@ -135,6 +141,20 @@ class PeerH11Protocol(H11Protocol):
         peer = _read_peer(transport)
         if peer is not None:
             self.app = _WithPeer(self.app, peer)
+        elif self.tcp_total is not None:  # TCP, all callers together, leave the socket room
+            if self.open_tcp[0] >= self.tcp_total:
+                transport.write(
+                    _refusal(
+                        503,
+                        "Service Unavailable",
+                        "too-many-connections",
+                        f"the broker holds {self.tcp_total} TCP connections already",
+                    )
+                )
+                transport.close()
+                return
+            self.open_tcp[0] += 1
+            self._counted_tcp = True
         key = _peer_key(peer, self.client)
         if key is not None and self.per_peer is not None:
             if self.open_by_peer[key] >= self.per_peer:
@@ -154,6 +174,9 @@ class PeerH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        if self._counted_tcp:
+            self.open_tcp[0] -= 1
+            self._counted_tcp = False
         if self._peer_key is not None:
             self.open_by_peer[self._peer_key] -= 1
             if self.open_by_peer[self._peer_key] <= 0:
@@ -163,6 +186,13 @@ class PeerH11Protocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
+        if self.transport.is_closing() and self.cycle is not None:
+            # uvicorn answered a malformed request itself (400) and closed: to the app still
+            # running, as when a client leaves, the client is gone. Else its own answer made
+            # h11 raise, a traceback in the log for each such request from anyone.
+            if not self.cycle.response_complete and not self.cycle.disconnected:
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
         if self.cycle is not self._armed_cycle:
             self._cancel_header_timer()  # a request head arrived: the deadline is met
 
@@ -197,18 +227,24 @@ class PeerH11Protocol(H11Protocol):
 
 
 def peer_protocol(
-    *, header_timeout: float | None = HEADER_TIMEOUT, per_peer: int | None = PEER_CONNECTIONS
+    *,
+    header_timeout: float | None = HEADER_TIMEOUT,
+    per_peer: int | None = PEER_CONNECTIONS,
+    tcp_total: int | None = TCP_CONNECTIONS,
 ) -> type[PeerH11Protocol]:
-    """A ``PeerH11Protocol`` for one server, with its request-head deadline and per-peer cap.
+    """A ``PeerH11Protocol`` for one server: its request-head deadline, per-peer cap, and
+    cap on TCP connections from all callers together (the socket's callers keep room).
 
-    ``None`` turns either guard off. Each class made here counts its own connections.
+    ``None`` turns a guard off. Each class made here counts its own connections.
     """
-    timeout, cap = header_timeout, per_peer
+    timeout, cap, tcp = header_timeout, per_peer, tcp_total
 
     class GuardedPeerH11Protocol(PeerH11Protocol):
         header_timeout = timeout
         per_peer = cap
+        tcp_total = tcp
         open_by_peer = Counter()
+        open_tcp = [0]
 
     return GuardedPeerH11Protocol
 

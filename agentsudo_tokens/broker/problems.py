@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from ..errors import (
     AgentSudoError,
     ConfigError,
+    InvalidDPoPProofError,
     InvalidScopeError,
     InvalidTokenError,
     PermissionDeniedError,
@@ -46,6 +47,7 @@ class Problem(Exception):
 _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (StoreUnavailableError, 503, "state-unavailable"),
     (UnknownApprovalError, 404, "unknown-approval"),
+    (InvalidDPoPProofError, 400, "invalid-dpop-proof"),  # RFC 9449 §5, at the token endpoint
     (InvalidTokenError, 401, "invalid-token"),
     (PermissionDeniedError, 403, "forbidden"),
     (InvalidScopeError, 400, "invalid-request"),

@@ -52,6 +52,9 @@ __all__ = [
 
 ISSUE_RATE = 50.0  # requests a second, per caller, sustained
 ISSUE_BURST = 500  # requests at once, per caller
+MIN_RATE = 0.001  # a request in about 17 minutes: Retry-After stays a sane number
+MAX_RATE = 1_000_000.0
+MAX_BURST = 1_000_000_000
 MAX_CALLERS = 4096  # buckets kept; the caller unseen the longest is forgotten first
 REFUSAL_WINDOW = 60.0  # seconds: the first refusal of a key in full, then one count
 MAX_REFUSAL_KEYS = 1024  # windows open at once; refusals of any other key are counted together
@@ -79,10 +82,14 @@ class RateLimiter:
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float):
             raise ConfigError(f"rate: expected a number, found {rate!r}")
-        if not (math.isfinite(rate) and rate > 0):
-            raise ConfigError(f"rate: expected a number of requests a second above 0, found {rate}")
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"burst: expected a whole number of at least 1, found {burst!r}")
+        if not (math.isfinite(rate) and MIN_RATE <= rate <= MAX_RATE):
+            raise ConfigError(
+                f"rate: expected {MIN_RATE:g} to {MAX_RATE:g} requests a second, found {rate:g}"
+            )
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+            raise ConfigError(
+                f"burst: expected a whole number from 1 to {MAX_BURST}, found {burst!r}"
+            )
         if max_callers < 1:
             raise ConfigError(f"max_callers: expected at least 1, found {max_callers}")
         self.rate = float(rate)

@@ -95,7 +95,7 @@ def bind_tcp(listen: str) -> socket.socket:
     """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or int(port) > 65535:
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError(f"--listen: expected HOST:PORT, found {listen!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -150,13 +150,16 @@ def serve(
             uvicorn.Config(
                 app,
                 http=peer_protocol(
-                    header_timeout=config.header_timeout, per_peer=config.peer_connections
+                    header_timeout=config.header_timeout,
+                    per_peer=config.peer_connections,
+                    tcp_total=config.tcp_connections,
                 ),
                 lifespan="on",
                 log_level="warning",
                 timeout_keep_alive=5,
                 timeout_graceful_shutdown=10,
-                limit_concurrency=1024,  # one caller meets peer_connections long before
+                limit_concurrency=2048,  # TCP stops at 512 (peer.py): the socket keeps room
+                proxy_headers=False,  # X-Forwarded-For from loopback named any address it liked
                 backlog=128,
                 server_header=False,
             )
@@ -169,6 +172,9 @@ def serve(
         # uvicorn's handlers (or after, as uvicorn re-raises it once it has shut down) stops
         # the broker gracefully, and it exits 0; none is lost, none kills it mid-write.
         quiet = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # until the app's own handler (a reload) is in place, a SIGHUP is a reload of what was
+        # just loaded: nothing to do, and not the end of the broker
+        quiet[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             if on_ready is not None:
                 on_ready(addresses)

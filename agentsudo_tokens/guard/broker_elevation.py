@@ -39,6 +39,7 @@ from ..state.approvals import (
 
 if TYPE_CHECKING:
     from ..broker.client import BrokerClient
+    from ..tokens.dpop import DPoPKey
     from ..tokens.jwks import KeySource
     from .agent import Agent
 
@@ -201,6 +202,20 @@ class ElevationWaiting:
             )
         if why is None and self.token is None:
             why = "cannot ask the broker: this session has no token to show it"
+        self.key: DPoPKey | None = None  # a bound token's key: the broker wants proofs of it
+        jkt = agent.claims.jkt if agent.claims is not None else None
+        if why is None and jkt is not None:
+            from .possession import process_key
+
+            try:
+                self.key = process_key()
+            except AgentSudoError:
+                self.key = None
+            if self.key is None or self.key.jkt != jkt:
+                why = (
+                    "cannot ask the broker: this session's token is bound to a key this "
+                    "process does not hold"
+                )
         if why is not None:
             self.refusal = Verdict(False, why, "")
 
@@ -217,7 +232,9 @@ class ElevationWaiting:
             "reason": self.context.reason,
             "timeout": max(1, min(MAX_TIMEOUT, int(self.timeout))),
         }
-        answer = self.client.request("POST", "/v1/elevations", body)
+        answer = self.client.request(
+            "POST", "/v1/elevations", body, headers=self._proof("POST", "/v1/elevations")
+        )
         request_id = answer.get("id")
         if not isinstance(request_id, str) or not request_id.startswith("apr_"):
             raise InvalidTokenError("the broker answered an elevation request without its id")
@@ -254,12 +271,24 @@ class ElevationWaiting:
                 "approval request %s: notification failed: %s", request_id, type(exc).__name__
             )
 
+    def _proof(self, method: str, path: str) -> dict[str, str] | None:
+        """The ``DPoP`` header a bound token's request needs; ``None`` for a plain token."""
+        if self.key is None or self.token is None:
+            return None
+        return {"DPoP": self.key.proof(method, self.client.url_of(path), token=self.token)}
+
     def _status(self) -> dict[str, Any]:
         from ..broker.client import BrokerClient
 
-        asking = BrokerClient(self.client.address, credential=self.token)
+        path = f"/v1/elevations/{self.request_id}"
+        proof = self._proof("GET", path)
+        if proof is None:
+            asking = BrokerClient(self.client.address, credential=self.token)
+        else:  # a bound token: Authorization: DPoP, and the proof
+            asking = BrokerClient(self.client.address)
+            proof["Authorization"] = f"DPoP {self.token}"
         asking.timeout = self.client.timeout
-        answer = asking.request("GET", f"/v1/elevations/{self.request_id}")
+        answer = asking.request("GET", path, headers=proof)
         return answer if isinstance(answer, dict) else {}
 
     def poll(self) -> Verdict | None:

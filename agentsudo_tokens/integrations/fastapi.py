@@ -21,6 +21,14 @@ request with a valid Bearer token and answers 401 for a refused one. A request
 without a Bearer token passes through with no session: ``require_scope`` and
 ``@sudo`` then refuse it, and public routes still work.
 
+A token bound to a key (``cnf.jkt``, RFC 9449) is accepted only as
+``Authorization: DPoP <token>`` with a ``DPoP`` proof for this request signed
+by that key (``integrations.dpop``); sent as a Bearer token, without a proof,
+with a replayed or wrong one, it is a 401 with a ``DPoP`` challenge
+(``invalid_dpop_proof``, ``invalid_token``, or ``use_dpop_nonce`` and a fresh
+``DPoP-Nonce`` when the ``ProofVerifier`` demands nonces). A plain token is
+unaffected.
+
 A process that uses either serves requests, so its own ``AGENTSUDO_TOKEN``
 stops acting by itself (``disable_ambient_agent``): code handling a request,
 in a plain thread (``run_in_executor``, ``threading.Thread``) as much as on the
@@ -75,10 +83,12 @@ from ..errors import (
     WrongIssuerError,
 )
 from ..guard.agent import Agent, _policy, disable_ambient_agent, without_agent
+from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.jwks import JwksFile, KeySet
 from ..tokens.jws import split
 from ..tokens.scopes import validate_required_scope
 from ..tokens.verifier import Verifier, _header
+from . import dpop
 
 __all__ = ["AgentSudoMiddleware", "RequireScope", "require_scope"]
 
@@ -147,9 +157,21 @@ def _unauthorized(reason: str) -> _Answer:
     return _Answer(401, f"invalid token: {reason}", {"WWW-Authenticate": challenge})
 
 
-def _forbidden(scope: str | None) -> _Answer:
+def _refused(exc: InvalidTokenError, scheme: str, proofs: ProofVerifier | None) -> _Answer:
+    """401 for a refused token or proof, with the challenge of the scheme it came with:
+    ``Bearer`` (RFC 6750), or ``DPoP`` (RFC 9449 §7.1) for a DPoP request or a binding
+    that does not hold."""
+    reason = _reason(exc)
+    if scheme != "dpop" and not isinstance(exc, dpop.BINDING_ERRORS):
+        return _unauthorized(reason)
+    nonces = proofs.nonces if proofs is not None else None
+    challenge = dpop.dpop_challenge(exc, reason, nonce=nonces.current() if nonces else None)
+    return _Answer(401, f"invalid token: {challenge.reason}", challenge.headers)
+
+
+def _forbidden(scope: str | None, scheme: str = "bearer") -> _Answer:
     """403: a valid token without the scope; a concrete scope has no quotes to escape."""
-    challenge = 'Bearer error="insufficient_scope"'
+    challenge = f'{"DPoP" if scheme == "dpop" else "Bearer"} error="insufficient_scope"'
     challenge += ', error_description="the token lacks the required scope"'
     if scope is None:
         return _Answer(403, "insufficient scope", {"WWW-Authenticate": challenge})
@@ -177,19 +199,22 @@ def _unavailable(exc: ConfigError, what: str) -> _Answer:
     return _Answer(503, f"cannot check the token now: {reason}", {})
 
 
-def _denied(exc: PermissionDeniedError) -> _Answer:
+def _denied(exc: PermissionDeniedError, scheme: str) -> _Answer:
     """The answer for a ``@sudo`` refusal inside a request: 401 with no session, else 403."""
     if exc.found == "no session":
         return _unauthorized(_NO_TOKEN)
     if exc.found == "expired session":
         return _unauthorized("the token has expired")
-    return _forbidden(exc.scope)
+    return _forbidden(exc.scope, scheme)
 
 
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The Bearer token of a request; ``None`` when it carries none.
+_SCHEMES = ("bearer", "dpop")
 
-    :raises _Refused: several Authorization headers, or ``Bearer`` with no token.
+
+def _credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+    """The scheme (``bearer`` or ``dpop``) and token of a request; ``None`` when it has none.
+
+    :raises _Refused: several Authorization headers, or a scheme of ours with no token.
     """
     found = [value for name, value in headers if name.lower() == b"authorization"]
     if not found:
@@ -197,12 +222,22 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     if len(found) > 1:
         raise _Refused("more than one Authorization header")
     scheme, _, credentials = found[0].decode("latin-1").strip().partition(" ")
-    if scheme.lower() != "bearer":
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
         return None  # another scheme: not ours to judge
     token = credentials.strip()
     if not token:
         raise _Refused(_NO_TOKEN)
-    return token
+    return scheme, token
+
+
+def _scheme(scope: Scope) -> str:
+    """The request's Authorization scheme, for the challenge of a 403."""
+    try:
+        found = _credentials(scope.get("headers", []))
+    except _Refused:
+        return "bearer"
+    return found[0] if found else "bearer"
 
 
 def _kid(token: str) -> str | None:
@@ -245,10 +280,16 @@ class _Verification:
     event loop.
     """
 
-    def __init__(self, verifier: Verifier | None, in_thread: bool | None) -> None:
+    def __init__(
+        self,
+        verifier: Verifier | None,
+        in_thread: bool | None,
+        proofs: ProofVerifier | None = None,
+    ) -> None:
         self.given = verifier  # None: the process's default verifier
         self._verifier = verifier
         self._in_thread = in_thread
+        self._proofs = proofs  # None: the verifier's default (integrations.dpop)
         self._lock = threading.Lock()
 
     def verifier(self) -> Verifier:
@@ -275,23 +316,38 @@ class _Verification:
             return agent
         return None
 
-    def _agent(self, token: str) -> Agent:
-        return Agent.from_token(token, verifier=self.verifier())
+    def proofs(self) -> ProofVerifier:
+        """The DPoP proof verifier given, else the verifier's default one."""
+        if self._proofs is None:
+            self._proofs = dpop.default_proofs(self.verifier())
+        return self._proofs
 
-    async def agent(self, token: str) -> Agent:
-        """The verified agent of ``token``.
+    def _agent(self, token: str, scheme: str, scope: Scope) -> Agent:
+        agent = Agent.from_token(token, verifier=self.verifier())
+        claims = agent.claims
+        if claims is not None and (claims.jkt is not None or scheme != "bearer"):
+            dpop.check_possession(self.proofs(), scope, scheme, token, claims)
+        return agent
 
-        :raises InvalidTokenError: the token is refused.
+    async def agent(self, token: str, scheme: str, scope: Scope) -> Agent:
+        """The verified agent of ``token``, its binding to a key checked (DPoP).
+
+        :raises InvalidTokenError: the token is refused, or its DPoP proof
+            (``InvalidDPoPProofError``, ``TokenBindingError``).
         :raises ConfigError: the verifier cannot decide now (``StoreUnavailableError``,
             ``KeysUnavailableError``), or has no public keys to verify with.
         """
         in_thread = self._in_thread
         if in_thread is None:
             verifier = self._verifier  # resolving the default reads files: in the thread
-            in_thread = verifier is None or _may_block(verifier, token)
+            in_thread = (
+                verifier is None
+                or _may_block(verifier, token)
+                or (scheme == "dpop" and dpop.may_block(self.proofs()))
+            )
         if in_thread:
-            return await anyio.to_thread.run_sync(self._agent, token)
-        return self._agent(token)
+            return await anyio.to_thread.run_sync(self._agent, token, scheme, scope)
+        return self._agent(token, scheme, scope)
 
 
 def _what(request: Request) -> str:
@@ -314,6 +370,8 @@ class RequireScope(SecurityBase):
         token itself, behind the middleware too.
     :param in_thread: ``True``/``False``: always/never verify in a worker thread;
         default: only when verifying may wait (a JWKS fetch, a state store).
+    :param proofs: checks DPoP proofs for tokens bound to a key; default one per
+        verifier (``integrations.dpop.default_proofs``).
     :raises InvalidScopeError: ``scope`` is not a valid concrete scope.
     """
 
@@ -323,13 +381,14 @@ class RequireScope(SecurityBase):
         *,
         verifier: Verifier | None = None,
         in_thread: bool | None = None,
+        proofs: ProofVerifier | None = None,
         scheme_name: str | None = None,
     ) -> None:
         self.scope = validate_required_scope(scope)
         self.__agentsudo_scope__ = self.scope  # read by agentsudo_tokens.integrations.scopemap
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_SCHEME_DESCRIPTION)
         self.scheme_name = scheme_name or "AgentSudoBearer"
-        self._verification = _Verification(verifier, in_thread)
+        self._verification = _Verification(verifier, in_thread, proofs)
         disable_ambient_agent()  # a process with routes to guard serves requests
 
     def __repr__(self) -> str:
@@ -344,35 +403,41 @@ class RequireScope(SecurityBase):
         outcome, reason = ("allowed", None) if allowed else ("denied", "not granted")
         audit.record(outcome, agent, self.scope, _what(request), reason)
         if not allowed:
-            raise _forbidden(self.scope).exception()
+            raise _forbidden(self.scope, _scheme(request.scope)).exception()
         return agent
 
     async def _authenticate(self, request: Request) -> Agent:
+        scheme = "bearer"
         try:
-            token = _bearer(request.scope["headers"])
-            if token is None:
+            found = _credentials(request.scope["headers"])
+            if found is None:
                 raise _Refused(_NO_TOKEN)
-            return await self._verification.agent(token)
+            scheme, token = found
+            return await self._verification.agent(token, scheme, request.scope)
         except _Refused as refused:
-            reason = refused.reason
+            answer = _unauthorized(refused.reason)
         except InvalidTokenError as exc:
-            reason = _reason(exc)
             _log.info("token refused for %s: %s", _what(request), exc)
+            answer = _refused(exc, scheme, self._verification.proofs())
         except ConfigError as exc:  # the store, the keys or a setting: cannot decide now
             raise _unavailable(exc, _what(request)).exception() from None
-        raise _unauthorized(reason).exception()
+        raise answer.exception()
 
 
 def require_scope(
-    scope: str, *, verifier: Verifier | None = None, in_thread: bool | None = None
+    scope: str,
+    *,
+    verifier: Verifier | None = None,
+    in_thread: bool | None = None,
+    proofs: ProofVerifier | None = None,
 ) -> RequireScope:
     """A dependency requiring ``scope``: ``agent: Agent = Depends(require_scope("write:refunds"))``.
 
-    401 for a missing or refused token, 403 for a token without ``scope``.
+    401 for a missing or refused token (or DPoP proof), 403 for a token without ``scope``.
 
     :raises InvalidScopeError: ``scope`` is not a valid concrete scope.
     """
-    return RequireScope(scope, verifier=verifier, in_thread=in_thread)
+    return RequireScope(scope, verifier=verifier, in_thread=in_thread, proofs=proofs)
 
 
 class AgentSudoMiddleware:
@@ -389,13 +454,19 @@ class AgentSudoMiddleware:
 
     :param verifier: as for ``RequireScope``.
     :param in_thread: as for ``RequireScope``.
+    :param proofs: as for ``RequireScope``.
     """
 
     def __init__(
-        self, app: ASGIApp, *, verifier: Verifier | None = None, in_thread: bool | None = None
+        self,
+        app: ASGIApp,
+        *,
+        verifier: Verifier | None = None,
+        in_thread: bool | None = None,
+        proofs: ProofVerifier | None = None,
     ) -> None:
         self.app = app
-        self._verification = _Verification(verifier, in_thread)
+        self._verification = _Verification(verifier, in_thread, proofs)
         disable_ambient_agent()  # built when the app first runs, before any request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -403,15 +474,19 @@ class AgentSudoMiddleware:
             await self.app(scope, receive, send)
             return
         disable_ambient_agent()
+        scheme = "bearer"
         try:
-            token = _bearer(scope["headers"])
-            agent = None if token is None else await self._verification.agent(token)
+            found = _credentials(scope["headers"])
+            agent = None
+            if found is not None:
+                scheme, token = found
+                agent = await self._verification.agent(token, scheme, scope)
         except _Refused as refused:
             await self._refuse(scope, send, _unauthorized(refused.reason))
             return
         except InvalidTokenError as exc:
             _log.info("token refused for %s %s: %s", scope.get("method"), scope.get("path"), exc)
-            await self._refuse(scope, send, _unauthorized(_reason(exc)))
+            await self._refuse(scope, send, _refused(exc, scheme, self._verification.proofs()))
             return
         except ConfigError as exc:  # the store, the keys or a setting: cannot decide now
             what = f"{scope.get('method', 'WEBSOCKET')} {scope.get('path')}"
@@ -436,7 +511,7 @@ class AgentSudoMiddleware:
         except PermissionDeniedError as denied:  # a @sudo refusal the app left unhandled
             if started:
                 raise
-            await self._refuse(scope, send, _denied(denied))
+            await self._refuse(scope, send, _denied(denied, scheme))
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, answer: _Answer) -> None:

@@ -40,6 +40,7 @@ itself, or its own ``AGENTSUDO_TOKEN`` answers for every caller.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -55,7 +56,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
 
-from ..errors import AgentSudoError, ConfigError, MalformedTokenError, PermissionDeniedError
+from ..errors import (
+    AgentSudoError,
+    ConfigError,
+    MalformedTokenError,
+    PermissionDeniedError,
+    TokenBindingError,
+)
 from ..guard.agent import Agent, disable_ambient_agent
 from ..guard.decision import OnDeny
 from ..guard.sudo import sudo
@@ -105,6 +112,12 @@ class AgentSudoAccessToken(AccessToken):
         return self._agent
 
 
+# A DPoP-bound token whose proof ``mcp_dpop.DPoPGate`` checked for the current request.
+_admitted: contextvars.ContextVar[AgentSudoAccessToken | None] = contextvars.ContextVar(
+    "agentsudo_mcp_admitted", default=None
+)
+
+
 class AgentSudoTokenVerifier:
     """The MCP SDK's ``TokenVerifier`` protocol, backed by an agentsudo ``Verifier``.
 
@@ -131,7 +144,12 @@ class AgentSudoTokenVerifier:
         """Verify a bearer token; ``None`` (the SDK's 401) when it is refused.
 
         Runs the verifier in a worker thread: a JWKS file or URL may need reading.
+        A token bound to a key (DPoP) is accepted only when ``mcp_dpop.DPoPGate``
+        checked its proof for this request; sent as a Bearer token it is refused.
         """
+        admitted = _admitted.get()
+        if admitted is not None and admitted.token == token:
+            return admitted  # verified, its proof checked, by the gate for this request
         try:
             return await anyio.to_thread.run_sync(self._access_token, token)
         except AgentSudoError as exc:  # every refusal; the message never holds the token
@@ -139,6 +157,22 @@ class AgentSudoTokenVerifier:
             return None
 
     def _access_token(self, token: str) -> AgentSudoAccessToken:
+        access = self.verified(token)
+        if access.agent.claims is not None and access.agent.claims.jkt is not None:
+            raise TokenBindingError(
+                "the token is bound to a key (cnf.jkt): present it with the DPoP scheme "
+                "and a proof, not as a Bearer token",
+                expected="DPoP",
+                found="Bearer",
+            )
+        return access
+
+    def verified(self, token: str) -> AgentSudoAccessToken:
+        """The SDK's access token for ``token``, verified; its binding to a key is not checked.
+
+        :raises InvalidTokenError: the token is refused.
+        :raises ConfigError: the verifier cannot decide now.
+        """
         agent = Agent.from_token(token, verifier=self.verifier)
         claims = agent.claims
         if claims is None:  # never: a token's agent always has its claims

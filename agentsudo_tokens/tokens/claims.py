@@ -29,6 +29,7 @@ from .scopes import ScopeSet, parse_scope_claim
 
 __all__ = [
     "AGENT_NAME_GRAMMAR",
+    "CONFIRMATION_CLAIM",
     "HEADER_PARAMETERS",
     "MAX_TIME",
     "REQUIRED_CLAIMS",
@@ -56,7 +57,8 @@ AGENT_NAME_GRAMMAR = "1 to 128 ASCII letters, digits and _ . @ : - (first a lett
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}").fullmatch
 ONCE_CLAIM = "once"  # true: single-use; only a verifier with a state store may accept it
 STATEFUL_CLAIMS = (ONCE_CLAIM,)  # claims a verifier without a store must refuse
-_REFUSED_CLAIMS = ("cnf",)  # proof of possession is not supported yet: fail closed
+CONFIRMATION_CLAIM = "cnf"  # RFC 7800: {"jkt": <RFC 7638 thumbprint>}, a DPoP-bound token
+_JKT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]").fullmatch  # base64url SHA-256
 _COMPILED_LIMIT = 1024
 _COMPILED_SCOPES: dict[str, ScopeSet] = {}  # scope claim -> its compiled, immutable ScopeSet
 
@@ -178,6 +180,23 @@ def _audience(claims: dict[str, Any]) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _confirmation(value: object) -> None:
+    """``cnf`` must be ``{"jkt": <thumbprint>}``: a binding we cannot check is refused."""
+    if not isinstance(value, dict) or set(value) != {"jkt"} or not isinstance(value["jkt"], str):
+        members = sorted(map(_shown, value))[:5] if isinstance(value, dict) else _shown(value)
+        raise MalformedTokenError(
+            f"claim 'cnf': expected {{'jkt': <key thumbprint>}} only, found {members}",
+            expected=["jkt"],
+            found=members,
+        )
+    if _JKT(value["jkt"]) is None:
+        raise MalformedTokenError(
+            "claim 'cnf': expected jkt as a base64url SHA-256 thumbprint (43 characters)",
+            expected="thumbprint",
+            found=_shown(value["jkt"]),
+        )
+
+
 def _scopes(claims: dict[str, Any]) -> ScopeSet:
     value = claims["scope"]
     if not isinstance(value, str):
@@ -235,6 +254,15 @@ class VerifiedClaims:
         return self.expires_at - self.issued_at
 
     @property
+    def jkt(self) -> str | None:
+        """The thumbprint of the key the token is bound to (``cnf.jkt``), or ``None``.
+
+        A bound token is good only with a DPoP proof signed by that key (RFC 9449).
+        """
+        cnf = self.claims.get(CONFIRMATION_CLAIM)
+        return None if cnf is None else cnf["jkt"]
+
+    @property
     def single_use(self) -> bool:
         """True for a one-time token: only a verifier with a state store may accept it."""
         return self.claims.get(ONCE_CLAIM) is True
@@ -271,12 +299,8 @@ def check_claims(
             expected=list(REQUIRED_CLAIMS),
             found=sorted(claims),
         )
-    for name in _REFUSED_CLAIMS:
-        if name in claims:
-            raise MalformedTokenError(
-                f"claim {name!r} is not supported by this verifier; refusing the token",
-                found=name,
-            )
+    if CONFIRMATION_CLAIM in claims:
+        _confirmation(claims[CONFIRMATION_CLAIM])
     for name in STATEFUL_CLAIMS:
         if name in claims and claims[name] is not True:
             raise MalformedTokenError(

@@ -28,7 +28,15 @@ from ..config import (
     Settings,
 )
 from ..errors import ConfigError, InvalidScopeError
-from .claims import MAX_AUDIENCES, MAX_NAME, MAX_TIME, ONCE_CLAIM, TOKEN_TYPE, check_agent_name
+from .claims import (
+    CONFIRMATION_CLAIM,
+    MAX_AUDIENCES,
+    MAX_NAME,
+    MAX_TIME,
+    ONCE_CLAIM,
+    TOKEN_TYPE,
+    check_agent_name,
+)
 from .delegation import ACT_CLAIM, ANCESTORS_CLAIM, Delegation, act_claim
 from .jws import MAX_TOKEN_BYTES, encode
 from .keys import SigningKey
@@ -66,6 +74,19 @@ def _name(value: object, what: str) -> str:
             found=value,
         )
     return value
+
+
+def _thumbprint(value: object) -> str:
+    from .dpop import is_thumbprint
+
+    if not is_thumbprint(value):
+        raise ConfigError(
+            "jkt: expected a key's RFC 7638 SHA-256 thumbprint (43 base64url characters), "
+            f"found {str(value)[:60]!r}",
+            expected="thumbprint",
+            found=str(value)[:60],
+        )
+    return str(value)
 
 
 class Issuer:
@@ -128,6 +149,7 @@ class Issuer:
         now: float | None = None,
         once: bool = False,
         delegation: Delegation | None = None,
+        jkt: str | None = None,
     ) -> IssuedToken:
         """Mint a token for ``agent`` with ``scopes``.
 
@@ -139,6 +161,8 @@ class Issuer:
             accept it once, verifiers without one refuse it.
         :param delegation: for a token minted by exchange, its chain: the claims ``act``
             and ``ancestors`` (``tokens.delegation``; the broker decides it by ``narrow``).
+        :param jkt: bind the token to the key with this RFC 7638 thumbprint (``DPoPKey.jkt``):
+            claim ``cnf: {"jkt": ...}``; services then accept it only with a DPoP proof.
         :raises InvalidScopeError: a scope outside the grammar, or no scope at all.
         :raises ConfigError: an agent name outside the grammar (``AGENT_NAME_GRAMMAR``),
             a bad audience, or a TTL outside 1..max.
@@ -194,6 +218,8 @@ class Issuer:
         if delegation is not None:
             claims[ACT_CLAIM] = act_claim(delegation.actors)
             claims[ANCESTORS_CLAIM] = list(delegation.ancestors)
+        if jkt is not None:
+            claims[CONFIRMATION_CLAIM] = {"jkt": _thumbprint(jkt)}
         header = {"alg": self.key.alg, "typ": TOKEN_TYPE, "kid": self.key.kid}
         token = encode(header, claims, self.key)
         if len(token) > MAX_TOKEN_BYTES:

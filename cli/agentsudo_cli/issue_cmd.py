@@ -13,6 +13,7 @@ from .revoke_cmd import open_cli_store, store_option
 
 if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
+    from agentsudo_tokens.tokens.dpop import DPoPKey
     from agentsudo_tokens.tokens.issuer import IssuedToken
 
 
@@ -63,13 +64,22 @@ def ask_broker(
     aud: tuple[str, ...],
     *,
     once: bool = False,
+    dpop_key: DPoPKey | None = None,
 ) -> dict[str, Any]:
     """A token from the broker, as its policy allows this caller (scopes and TTL by
-    default the policy's); the broker's answer, with a ``token`` in it."""
+    default the policy's); the broker's answer, with a ``token`` in it. With
+    ``dpop_key``, the token is bound to that key (a DPoP proof goes with the request)."""
     granted = scopes_from(scopes) if scopes else None
     if granted is not None and "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
-    answer = client.issue(agent, scopes=granted, ttl=ttl, audience=audience_of(aud), once=once)
+    answer = client.issue(
+        agent,
+        scopes=granted,
+        ttl=ttl,
+        audience=audience_of(aud),
+        once=once,
+        dpop_key=dpop_key,
+    )
     token = answer.get("token")
     if not isinstance(token, str) or not token:
         from agentsudo_tokens.broker.client import BrokerUnavailableError
@@ -86,8 +96,10 @@ def mint(
     keys_dir: Path | None,
     *,
     once: bool = False,
+    jkt: str | None = None,
 ) -> IssuedToken:
-    """Mint with the key directory's active key; warn on stderr about `**`."""
+    """Mint with the key directory's active key (bound to the key ``jkt`` when given);
+    warn on stderr about `**`."""
     from agentsudo_tokens.tokens.issuer import Issuer
 
     require_scopes(scopes)
@@ -95,13 +107,21 @@ def mint(
     if "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
     issuer = Issuer.from_settings(settings(keys_dir=keys_dir, ttl=ttl))  # the flag beats the env
-    return issuer.issue(agent, granted, ttl=ttl, audience=audience_of(aud), once=once)
+    return issuer.issue(agent, granted, ttl=ttl, audience=audience_of(aud), once=once, jkt=jkt)
 
 
 @click.command()
 @agent_options
 @click.option(
     "--once", is_flag=True, help="One-time: the first verification with the store consumes it."
+)
+@click.option(
+    "--dpop-jkt",
+    "jkt",
+    default=None,
+    metavar="THUMBPRINT",
+    help="Bind the token to the key with this RFC 7638 thumbprint (DPoP, RFC 9449): "
+    "services then accept it only with proofs signed by that key. Without a broker.",
 )
 @store_option
 @json_option
@@ -112,6 +132,7 @@ def issue(
     ttl: int | None,
     aud: tuple[str, ...],
     once: bool,
+    jkt: str | None,
     store: str | None,
     as_json: bool,
     keys_dir: Path | None,
@@ -132,9 +153,14 @@ def issue(
     """
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:
+        if jkt is not None:
+            raise click.UsageError(
+                "--dpop-jkt: a broker binds a token only to a key the caller proves it holds "
+                "(a DPoP proof): use `agentsudo run --dpop` or BrokerClient.issue(dpop_key=...)"
+            )
         _issue_by_broker(client, agent, scopes, ttl, aud, once=once, as_json=as_json)
         return
-    minted = mint(agent, scopes, ttl, aud, keys_dir, once=once)
+    minted = mint(agent, scopes, ttl, aud, keys_dir, once=once, jkt=jkt)
     if once:
         from agentsudo_tokens.state.onetime import mark_one_time
 

@@ -57,7 +57,11 @@ def rotate(alg: str | None, stage: bool, keys_dir: Path | None) -> None:
     click.echo(info.kid)
 
 
-@keys.command("activate")
+# a kid is base64url: one in 64 starts with "-" (and may hold an "h"): only --help asks for help
+_KID_COMMAND = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
+
+
+@keys.command("activate", context_settings=_KID_COMMAND)
 @click.argument("kid")
 @keys_dir_option
 def activate(kid: str, keys_dir: Path | None) -> None:
@@ -89,7 +93,7 @@ def jwks(keys_dir: Path | None) -> None:
     click.echo(json.dumps(_directory(keys_dir).public_keys().to_dict(), indent=2))
 
 
-@keys.command("retire")
+@keys.command("retire", context_settings=_KID_COMMAND)
 @click.argument("kid")
 @keys_dir_option
 def retire(kid: str, keys_dir: Path | None) -> None:

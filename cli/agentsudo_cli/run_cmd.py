@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ._common import broker_of, keys_dir_option, scopes_from, settings
 from .issue_cmd import agent_options, ask_broker, mint
+
+if TYPE_CHECKING:
+    from agentsudo_tokens.tokens.dpop import DPoPKey
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -16,6 +21,18 @@ from .issue_cmd import agent_options, ask_broker, mint
     agent_help="The agent's name (the token's sub); inside an agent (AGENTSUDO_TOKEN and "
     "AGENTSUDO_BROKER set), the sub-agent's name [default: this agent's own].",
 )
+@click.option(
+    "--dpop",
+    is_flag=True,
+    help="Bind the token to a key made now, in memory (DPoP, RFC 9449); the child gets the "
+    "key through an inherited pipe (AGENTSUDO_DPOP_KEY_FD), never a file or a variable.",
+)
+@click.option(
+    "--dpop-alg",
+    type=click.Choice(["ES256", "EdDSA"]),
+    default=None,
+    help="The DPoP key's algorithm (implies --dpop) [default ES256].",
+)
 @keys_dir_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -23,6 +40,8 @@ def run(
     scopes: tuple[str, ...],
     ttl: int | None,
     aud: tuple[str, ...],
+    dpop: bool,
+    dpop_alg: str | None,
     keys_dir: Path | None,
     command: tuple[str, ...],
 ) -> None:
@@ -50,6 +69,12 @@ def run(
     on, is refused in one line. Revoking the token revokes the child's. The child's exit
     status is passed through (128+N when a signal N ends it; 127 when COMMAND
     is not found, as in a shell).
+
+    With --dpop the token is bound to a key pair made here, in memory: a copy of
+    the token (a log, a service that saw it) is useless without the key. The
+    child reads the private key once from the pipe AGENTSUDO_DPOP_KEY_FD names
+    (agentsudo_tokens does it for httpx's AgentTokenAuth); its own children
+    do not inherit it.
     """
     import signal
     import subprocess
@@ -60,6 +85,11 @@ def run(
         command = command[1:]
     if not command:
         raise click.UsageError("no COMMAND given after --")
+    key = None
+    if dpop or dpop_alg is not None:
+        from agentsudo_tokens.tokens.dpop import DPoPKey
+
+        key = DPoPKey.generate(dpop_alg or "ES256")
     current = settings(keys_dir=keys_dir)
     client = broker_of(current, keys_dir=keys_dir)
     if client is not None and current.token:  # inside an agent: narrow its own token
@@ -67,6 +97,11 @@ def run(
 
         from .issue_cmd import audience_of
 
+        if key is not None:
+            raise click.UsageError(
+                "--dpop inside an agent: a token made by exchange is not bound to a key yet; "
+                "run the sub-agent without --dpop, or from outside an agent"
+            )
         asked = scopes_from(scopes) if scopes else None
         token = exchange_token(
             current.token, "this agent", agent, scopes=asked, ttl=ttl, audience=audience_of(aud),
@@ -78,22 +113,26 @@ def run(
         param = next(p for p in ctx.command.params if p.name == "agent")
         raise click.MissingParameter(ctx=ctx, param=param)
     elif client is not None:
-        token = ask_broker(client, agent, scopes, ttl, aud)["token"]
+        token = ask_broker(client, agent, scopes, ttl, aud, dpop_key=key)["token"]
         env = child_environment(str(token), broker=client.address)
     else:
-        minted = mint(agent, scopes, ttl, aud, keys_dir)
+        minted = mint(agent, scopes, ttl, aud, keys_dir, jkt=key.jkt if key else None)
         from agentsudo_tokens.state import default_store_url
 
         store = default_store_url(current)  # so the child sees revocations from any directory
         env = child_environment(minted.token, jwks=str(current.jwks_source), store=store)
+    inherited = () if key is None else (_key_pipe(key, env),)
     try:
-        child = subprocess.Popen(list(command), env=env)
+        child = subprocess.Popen(list(command), env=env, pass_fds=inherited)
     except FileNotFoundError:
         click.echo(f"agentsudo: command not found: {command[0]}", err=True)
         raise SystemExit(127) from None
     except PermissionError:
         click.echo(f"agentsudo: cannot execute: {command[0]}", err=True)
         raise SystemExit(126) from None
+    finally:
+        for fd in inherited:
+            os.close(fd)  # the child holds its own copy of the pipe
     # Ctrl-C reaches the child (same process group); we wait for it to decide, like sudo.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -101,3 +140,20 @@ def run(
     finally:
         signal.signal(signal.SIGINT, previous)
     raise SystemExit(128 - code if code < 0 else code)
+
+
+def _key_pipe(key: DPoPKey, env: dict[str, str]) -> int:
+    """A pipe holding ``key`` as a private JWK, its writing end closed; its reading end's
+    number and the pipe's inode go in ``env`` (``AGENTSUDO_DPOP_KEY_FD=FD:INODE``) for the
+    child to read once."""
+    import json
+
+    from agentsudo_tokens.config import DPOP_KEY_FD
+
+    reading, writing = os.pipe()
+    try:
+        os.write(writing, json.dumps(key.to_private_jwk()).encode())  # < PIPE_BUF: one write
+    finally:
+        os.close(writing)
+    env[DPOP_KEY_FD] = f"{reading}:{os.fstat(reading).st_ino}"
+    return reading

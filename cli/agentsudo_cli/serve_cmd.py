@@ -22,15 +22,17 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
 
     :raises ConfigError: anything else (one line, exit status 2).
     """
+    from agentsudo_tokens.broker.ratelimit import MAX_RATE, MIN_RATE
     from agentsudo_tokens.errors import ConfigError
 
     try:
-        rate = float(value)
+        rate = float(value) if value.isascii() else math.nan
     except ValueError:
         rate = math.nan
-    if not (math.isfinite(rate) and rate > 0):
+    if not (math.isfinite(rate) and MIN_RATE <= rate <= MAX_RATE):
         raise ConfigError(
-            f"--issue-rate: expected requests a second above 0 (never off), found {value!r}"
+            f"--issue-rate: expected {MIN_RATE:g} to {MAX_RATE:g} requests a second "
+            f"(never off), found {value!r}"
         )
     return rate
 
@@ -40,11 +42,14 @@ def _burst(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
     :raises ConfigError: anything else (one line, exit status 2).
     """
+    from agentsudo_tokens.broker.ratelimit import MAX_BURST
     from agentsudo_tokens.errors import ConfigError
 
     text = value.strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"--issue-burst: expected a whole number of at least 1, found {value!r}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_BURST):
+        raise ConfigError(
+            f"--issue-burst: expected a whole number from 1 to {MAX_BURST}, found {value!r}"
+        )
     return int(text)
 
 
@@ -101,6 +106,14 @@ def _burst(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "TCP); more are answered 429 and closed.",
 )
 @click.option(
+    "--tcp-connections",
+    type=click.IntRange(min=1, max=1024),
+    default=512,
+    show_default=True,
+    help="TCP connections all callers together may hold at once; more are answered 503 "
+    "and closed, so callers on the socket always have room.",
+)
+@click.option(
     "--issue-rate",
     default=f"{ISSUE_RATE:g}",
     show_default=True,
@@ -129,6 +142,7 @@ def serve(
     audit_log: Path | None,
     header_timeout: float,
     peer_connections: int,
+    tcp_connections: int,
     issue_rate: float,
     issue_burst: int,
     keys_dir: Path | None,
@@ -162,6 +176,7 @@ def serve(
         audit_log=audit_log,
         header_timeout=header_timeout,
         peer_connections=peer_connections,
+        tcp_connections=tcp_connections,
         issue_rate=issue_rate,
         issue_burst=issue_burst,
     )

@@ -247,3 +247,37 @@ def test_directories_that_are_fine(tmp_path: Path, mode: int) -> None:
     where.chmod(mode)
     AuditFile(where / "audit.jsonl").append({"outcome": "allowed"})
     assert verify_chain(where / "audit.jsonl").ok
+
+
+def test_a_write_that_fails_half_way_leaves_no_torn_line(tmp_path: Path) -> None:
+    """A full disk (here the file-size limit, RLIMIT_FSIZE) mid-line: the line is taken back,
+    so the chain still verifies once there is room again."""
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from pathlib import Path
+        from agentsudo_tokens.audit.file import AuditFile, verify_chain
+        from agentsudo_tokens.errors import ConfigError
+
+        path = Path(sys.argv[1])
+        log = AuditFile(path)
+        log.append({"outcome": "allowed", "n": 0})
+        size = path.stat().st_size
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
+        try:
+            log.append({"outcome": "allowed", "pad": "x" * 1000})
+        except ConfigError:
+            print("refused")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(path.stat().st_size == size)
+        log.append({"outcome": "allowed", "n": 2})
+        print(verify_chain(path).ok, verify_chain(path).events)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "audit.jsonl")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.split() == ["refused", "True", "True", "2"], done.stderr

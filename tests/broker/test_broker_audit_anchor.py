@@ -26,6 +26,7 @@ def _written(tmp_path: Path, key: SigningKey, events: int = 6) -> tuple[Path, Au
     """A log of ``events`` events in heads of 3, its anchor, and the line of its first head."""
     log = tmp_path / "broker-audit.jsonl"
     anchor = AuditAnchor(open_store(f"sqlite:///{tmp_path / 'state.db'}"), log)
+    anchor.ready = True  # as the broker sets it once it has checked the file
     audit = BrokerAudit(log, key, issuer="agentsudo", every=3, on_head=anchor.keep)
     for n in range(events):
         audit.record("issued", agent=f"Bot{n}")
@@ -126,17 +127,69 @@ def test_a_cut_while_the_broker_runs_is_not_signed_over(tmp_path: Path) -> None:
         audit.record("issued", agent=f"Later{n}")  # the third seals
     audit.close()
     outcomes = [e["outcome"] for e in _events(log)]
-    assert outcomes[4:] == ["issued", "issued", "issued", GAP, "head"], outcomes
+    assert outcomes[4:] == [GAP, "issued", "issued", "issued", "head"], outcomes
     report = verify_audit(log, KeySet([key.public]))
-    assert not report.ok and report.bad_line == 8 and "is gone" in str(report.problem)
+    assert not report.ok and report.bad_line == 5 and "is gone" in str(report.problem)
+
+
+def test_a_cut_back_to_a_head_while_the_broker_runs_is_caught_at_the_next_event(
+    tmp_path: Path,
+) -> None:
+    """The events after the last head are cut (the head itself stays): the broker's next
+    write finds its own last line gone, whatever the heads say."""
+    key = SigningKey.generate()
+    log = tmp_path / "broker-audit.jsonl"
+    audit = BrokerAudit(log, key, issuer="agentsudo", every=3)
+    for n in range(5):  # head after 3; two events after it
+        audit.record("issued", agent=f"Bot{n}")
+    _cut(log, 4)
+    audit.record("issued", agent="Later")
+    audit.close()
+    assert [e["outcome"] for e in _events(log)][4:] == [GAP, "issued", "head"]  # close seals
+
+
+def test_a_log_cut_then_torn_looks_like_a_crash_but_is_a_gap(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    log, anchor, first_head = _written(tmp_path, key)
+    _cut(log, first_head)
+    with log.open("ab") as handle:
+        handle.write(b'{"outcome":"issu')  # as if the broker died mid-line
+    gap = anchor.check(log, KeySet([key.public]))
+    assert gap is not None
 
 
 def test_a_kept_head_that_does_not_verify_is_a_gap(tmp_path: Path) -> None:
     key = SigningKey.generate()
     log, anchor, _ = _written(tmp_path, key)
-    stranger = KeySet([SigningKey.generate().public])
-    gap = anchor.check(log, stranger)
+    kept = str(anchor.latest())
+    forged = kept[:-4] + ("AAAA" if not kept.endswith("AAAA") else "BBBB")
+    anchor.store.put(anchor.key, forged, expires_at=2**40)  # our kid, not our signature
+    gap = anchor.check(log, KeySet([key.public]))
     assert gap is not None and "does not verify" in gap.problem
+
+
+def test_a_kept_head_of_a_retired_key_is_checked_by_its_place(tmp_path: Path) -> None:
+    """`keys rotate` and `keys retire` while the broker was away: no false alarm, and a cut
+    is still a cut."""
+    key = SigningKey.generate()
+    log, anchor, first_head = _written(tmp_path, key)
+    successor = KeySet([SigningKey.generate().public])  # the old key is no longer published
+    assert anchor.check(log, successor) is None
+    _cut(log, first_head)
+    gap = anchor.check(log, successor)
+    assert gap is not None and "it was cut" in gap.problem
+
+
+def test_an_earlier_gap_line_is_no_new_gap(tmp_path: Path) -> None:
+    """A log with an audit_gap line is checked by its chain and place: no gap per restart."""
+    key = SigningKey.generate()
+    log, anchor, first_head = _written(tmp_path, key)
+    _cut(log, first_head)
+    audit = BrokerAudit(log, key, issuer="agentsudo", on_head=anchor.keep)
+    audit.record(GAP, problem="cut")
+    audit.seal()
+    audit.close()
+    assert anchor.check(log, KeySet([key.public])) is None
 
 
 def test_each_file_has_its_own_anchor(tmp_path: Path) -> None:
@@ -242,3 +295,19 @@ def test_audit_verify_broker_needs_a_broker(tmp_path: Path) -> None:
     log = _broker_run(tmp_path)
     done = _verify(log, "--broker")
     assert done.returncode == 2 and "set AGENTSUDO_BROKER" in done.stderr
+
+
+def test_no_head_replaces_the_kept_one_before_the_file_was_checked(tmp_path: Path) -> None:
+    """A broker that could not read its store on start must not overwrite the head a cut is
+    measured against (it would hide the cut once the store is back)."""
+    key = SigningKey.generate()
+    log, anchor, first_head = _written(tmp_path, key)
+    kept = anchor.latest()
+    _cut(log, first_head)
+    later = AuditAnchor(anchor.store, log)  # a restarted broker, not yet checked
+    audit = BrokerAudit(log, key, issuer="agentsudo", on_head=later.keep)
+    audit.record("broker_started")
+    audit.seal()
+    audit.close()
+    assert later.latest() == kept
+    assert later.check(log, KeySet([key.public])) is not None  # the cut still shows

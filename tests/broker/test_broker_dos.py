@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,76 @@ def test_a_client_leaving_mid_body_is_no_error_in_the_log(broker: DosBroker) -> 
     assert broker.stop() == 0
     assert "Traceback" not in broker.stderr
     assert "ERROR" not in broker.stderr
+
+
+def test_tcp_callers_from_many_addresses_leave_the_socket_room(tmp_path: Path) -> None:
+    """Many addresses (loopback has millions) fill at most --tcp-connections: a caller on the
+    socket is still served, and the next TCP connection is a 503 that closes."""
+    if not _loopback_alias_works():
+        pytest.skip("127.0.0.x is not a usable loopback range here")
+    running = DosBroker(tmp_path / "broker", "--tcp-connections", "8", "--peer-connections", "2")
+    held: list[socket.socket] = []
+    try:
+        for n in range(4):  # 4 addresses x 2 connections: the TCP total
+            held += [_tcp(running.port, f"127.0.0.{10 + n}") for _ in range(2)]
+        with contextlib.closing(_tcp(running.port, "127.0.0.20")) as late:
+            answer = _answer(late)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+        assert b"8 TCP connections" in answer
+        assert running.client.health()["status"] == "ok"  # the socket
+        held.pop().close()  # one TCP connection ends: room for another
+        deadline = time.monotonic() + WAIT
+        while _healthz_status(running.port, "127.0.0.21") != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
+        running.stop()
+
+
+def _healthz_status(port: int, source: str) -> int:
+    try:
+        return _healthz(port, source)
+    except (OSError, http.client.HTTPException):
+        return 0
+
+
+def test_a_malformed_body_on_a_get_leaves_no_traceback(broker: DosBroker) -> None:
+    """uvicorn answers 400 itself; the app's answer after that used to be a 60-line
+    traceback in the log, for each such request from anyone who can connect."""
+    for _ in range(20):
+        with contextlib.closing(_tcp(broker.port, "127.0.0.1")) as sock:
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+            )
+            assert _answer(sock).startswith(b"HTTP/1.1 400 ")
+    assert broker.client.health()["status"] == "ok"
+    assert broker.stop() == 0
+    assert "Traceback" not in broker.stderr and "Exception" not in broker.stderr, broker.stderr
+
+
+def test_x_forwarded_for_names_no_one(broker: DosBroker) -> None:
+    """Refusals are keyed and audited by the connection's address, not a header it sends."""
+    for forged in ("203.0.113.7", "1.2.3.4"):
+        conn = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=WAIT)
+        try:
+            headers = {"x-forwarded-for": forged, "content-type": "application/json"}
+            conn.request("POST", "/v1/tokens", body=b'{"agent": "SupportBot"}', headers=headers)
+            assert conn.getresponse().status == 401
+        finally:
+            conn.close()
+    assert broker.stop() == 0
+    audit = (broker.root / "keys" / "broker-audit.jsonl").read_text()
+    assert "203.0.113.7" not in audit and "1.2.3.4" not in audit
+    assert '"address":"ip:127.0.0.1"' in audit
+
+
+def test_a_sighup_just_after_listening_does_not_end_the_broker(tmp_path: Path) -> None:
+    import signal
+
+    for n in range(3):
+        running = DosBroker(tmp_path / f"broker{n}")
+        running.process.send_signal(signal.SIGHUP)  # before the app's reload handler, maybe
+        assert running.client.health()["status"] == "ok"
+        assert running.stop() == 0, running.stderr

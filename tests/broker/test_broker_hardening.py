@@ -14,7 +14,7 @@ from installed_cli import AGENTSUDO, sh
 from test_broker_server import POLICY, Broker, raw
 
 from agentsudo_tokens.broker.client import BrokerClient
-from agentsudo_tokens.errors import InvalidTokenError, PermissionDeniedError
+from agentsudo_tokens.errors import AgentSudoError, InvalidTokenError, PermissionDeniedError
 from agentsudo_tokens.tokens.issuer import Issuer
 from agentsudo_tokens.tokens.keydir import KeyDirectory
 
@@ -136,3 +136,73 @@ def test_tcp_connections_to_the_broker_send_without_waiting_for_acks() -> None:
     finally:
         for sock in (accepted, client, listening):
             sock.close()
+
+
+def test_a_refusal_cannot_be_made_a_way_to_write_much(tmp_path: Path) -> None:
+    """Huge names, scopes and audiences are refused before anything is written, and what a
+    refusal keeps of a caller's words is short: the audit grows by lines, not by megabytes."""
+    import json
+
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    broker = Broker(tmp_path)
+    log = tmp_path / "keys" / "broker-audit.jsonl"
+    try:
+        broker.client.health()  # served: the start is audited
+        before = log.stat().st_size
+        for body in (
+            {"agent": "\U0001f600" * 16000},  # 64 KiB of emoji, 3x as JSON escapes
+            {"agent": "SupportBot", "scopes": ["read:x"] * 300},
+            {"agent": "SupportBot", "scopes": ["read:" + "x" * 300]},
+            {"agent": "SupportBot", "audience": ["a"] * 40},
+            {"agent": "SupportBot", "audience": "a" * 300},
+        ):
+            with pytest.raises(AgentSudoError) as caught:
+                broker.client.request("POST", "/v1/tokens", body)
+            assert "Traceback" not in str(caught.value)
+        assert log.stat().st_size == before  # a malformed request is not an event
+        wide = ["read:" + "y" * 190 + str(n) for n in range(250)]  # valid, beyond the policy
+        with pytest.raises(PermissionDeniedError):
+            broker.client.request("POST", "/v1/tokens", {"agent": "SupportBot", "scopes": wide})
+        lines = log.read_text().splitlines()
+        refused = [json.loads(line) for line in lines if '"broker_refused"' in line]
+        assert len(refused) == 1 and len(lines[-1].encode()) < 8192, len(lines[-1])
+    finally:
+        broker.stop()
+    assert len(broker.stderr) < 8192  # the broker's own log keeps it short too
+
+
+def test_the_broker_follows_a_key_rotation_without_a_restart(tmp_path: Path) -> None:
+    """README's rotation (rotate, later retire the old key) with a broker running: it signs
+    with the new key within a second or so, so retiring the old one breaks no new token."""
+    import json
+    import time
+
+    from agentsudo_tokens.tokens.jws import decode_json_part, split
+
+    def kid_of(token: str) -> str:
+        return str(decode_json_part(split(token).header, "header")["kid"])
+
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    old = KeyDirectory(tmp_path / "keys").active().kid
+    broker = Broker(tmp_path)
+    try:
+        assert kid_of(broker.client.issue("SupportBot")["token"]) == old
+        assert sh("keys", "rotate", "--keys-dir", "keys", cwd=tmp_path).returncode == 0
+        new = KeyDirectory(tmp_path / "keys").active().kid
+        deadline = time.monotonic() + 30
+        while kid_of(token := broker.client.issue("SupportBot")["token"]) != new:
+            assert time.monotonic() < deadline, "the broker kept its first key"
+            time.sleep(0.2)
+        assert sh("keys", "retire", old, "--keys-dir", "keys", cwd=tmp_path).returncode == 0
+        time.sleep(1.2)  # the broker looks at most once a second
+        token = broker.client.issue("SupportBot")["token"]
+        verified = sh("verify", token, "--keys-dir", "keys", cwd=tmp_path)
+        assert verified.returncode == 0, verified.stderr
+        assert [k["kid"] for k in broker.client.jwks()["keys"]] == [new]
+    finally:
+        assert broker.stop() == 0
+    log = (tmp_path / "keys" / "broker-audit.jsonl").read_text()
+    events = [json.loads(line) for line in log.splitlines()]
+    assert any(e["outcome"] == "key_changed" and e["kid"] == new for e in events)
+    again = Broker(tmp_path)  # its kept head is the new key's: no false alarm
+    assert again.stop() == 0 and "cut or replaced" not in again.stderr

@@ -30,7 +30,7 @@ import broker_harness
 import pytest
 from installed_cli import AGENTSUDO
 
-from agentsudo_tokens.broker.ratelimit import OTHERS, RateLimiter, RefusalLog, Summary
+from agentsudo_tokens.broker.ratelimit import MIN_RATE, OTHERS, RateLimiter, RefusalLog, Summary
 from agentsudo_tokens.errors import ConfigError
 from agentsudo_tokens.state.approvals import canonical_arguments
 from agentsudo_tokens.tokens.issuer import Issuer
@@ -265,6 +265,11 @@ def test_a_flood_beyond_the_limit_adds_a_handful_of_audit_lines(limited: TcpBrok
         ("--issue-burst", "0"),
         ("--issue-burst", "1.5"),
         ("--issue-burst", "-2"),
+        ("--issue-rate", "1e-320"),  # Retry-After would be infinite: it was a 500 each time
+        ("--issue-rate", "1e-300"),
+        ("--issue-burst", "9" * 400),  # float(burst) overflowed: a 500 each time
+        ("--issue-burst", "\u00b2"),  # a superscript two: isdigit() but no int()
+        ("--listen", "127.0.0.1:\u00b2"),
     ],
 )
 def test_bad_limits_are_refused_by_serve_in_one_line(tmp_path: Path, flag: str, value: str) -> None:
@@ -322,7 +327,7 @@ def test_a_bucket_remembers_a_bounded_number_of_callers() -> None:
 
 
 def test_a_bucket_is_shared_safely_by_threads() -> None:
-    limits = RateLimiter(rate=1e-9, burst=100, clock=Clock())  # the clock stands still
+    limits = RateLimiter(rate=MIN_RATE, burst=100, clock=Clock())  # the clock stands still
     allowed: list[int] = []
     start = threading.Barrier(8)
 
@@ -340,7 +345,19 @@ def test_a_bucket_is_shared_safely_by_threads() -> None:
 
 @pytest.mark.parametrize(
     ("rate", "burst"),
-    [(0, 1), (-1, 1), (float("nan"), 1), (float("inf"), 1), (True, 1), (1, 0), (1, 1.5), (1, True)],
+    [
+        (0, 1),
+        (-1, 1),
+        (float("nan"), 1),
+        (float("inf"), 1),
+        (True, 1),
+        (1, 0),
+        (1, 1.5),
+        (1, True),
+        (1e-320, 1),
+        (1e7, 1),
+        (1, 10**400),
+    ],
 )
 def test_a_bucket_is_never_off(rate: Any, burst: Any) -> None:
     with pytest.raises(ConfigError):

@@ -206,6 +206,18 @@ def test_a_one_time_parent_is_refused_and_not_consumed(broker: Broker) -> None:
     assert refused.value.reason == "one_time"
 
 
+def test_a_parent_bound_to_a_key_is_refused(broker: Broker) -> None:
+    """A copy of a DPoP-bound token must not buy an unbound child: it is not exchanged."""
+    from agentsudo_tokens.tokens.dpop import DPoPKey
+
+    bound = broker.client.issue("Orchestrator", scopes=["read:*"], dpop_key=DPoPKey.generate())[
+        "token"
+    ]
+    with pytest.raises(DelegationRefusedError) as refused:
+        broker.client.exchange(bound, actor="Summarizer", scopes=["read:orders"])
+    assert refused.value.reason == "bound" and "bound to a key" in str(refused.value)
+
+
 def test_a_revoked_parent_is_refused(broker: Broker) -> None:
     parent = _root(broker)
     broker.client.revoke(token=parent)

@@ -238,3 +238,14 @@ def test_a_private_key_readable_by_others_is_refused(here: KeyDirectory) -> None
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "0600" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("command", ["retire", "activate"])
+def test_a_kid_that_starts_with_a_dash_is_a_kid_not_an_option(
+    here: KeyDirectory, command: str
+) -> None:
+    """One kid in 64 starts with "-": it is named like any other (it used to read as an option)."""
+    result = invoke("keys", command, "-h9zZ-unknown")
+    assert result.exit_code == 2, result.output  # no such key (a config error), named
+    assert "no such option" not in result.stderr.lower()
+    assert "-h9zZ-unknown" in one_line(result.stderr)
