@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from ..errors import (
     AgentSudoError,
     ConfigError,
+    DelegationRefusedError,
     InvalidTokenError,
     PermissionDeniedError,
     StoreUnavailableError,
@@ -294,10 +295,27 @@ class BrokerClient:
             "subject_token": subject_token,
             "subject_token_type": ACCESS_TOKEN_TYPE,
         }
+        # An empty list would go as "scope=" or no audience at all, which RFC 6749 reads as
+        # "not asked": the parent's whole grant. Asked for nothing is refused here instead.
         if scopes is not None:
+            if not "".join(scopes).strip():
+                raise DelegationRefusedError(
+                    "no scopes asked for: name at least one, or leave them out for the token's own",
+                    reason="scope",
+                    expected="at least one scope",
+                    found=[],
+                )
             form["scope"] = " ".join(scopes)
         if audience is not None:
-            form["audience"] = [audience] if isinstance(audience, str) else list(audience)
+            names = [audience] if isinstance(audience, str) else list(audience)
+            if not "".join(names).strip():
+                raise DelegationRefusedError(
+                    "no audience asked for: name at least one, or leave it out for the token's own",
+                    reason="audience",
+                    expected="at least one audience",
+                    found=[],
+                )
+            form["audience"] = names
         if actor is not None:
             form["actor"] = actor
         if ttl is not None:

@@ -311,3 +311,32 @@ def test_revoking_an_ancestor_refuses_every_descendant_at_a_running_service(
         assert _status(url, root)[0] == 401
         with pytest.raises(Exception, match="revoked"):
             with_store.verify(sibling)
+
+
+@pytest.mark.parametrize("scopes", [[], [""], ["  "]])
+def test_asking_for_no_scopes_is_refused_not_all_of_the_parents(
+    broker: Broker, scopes: list[str]
+) -> None:
+    """An empty list went as "scope=", which the broker rightly reads as not asked: the
+    parent's whole grant. Asked for nothing is now refused before anything is sent."""
+    from agentsudo_tokens.errors import DelegationRefusedError, InvalidScopeError
+
+    verifier = Verifier(KeySet.from_dict(broker.client.jwks()))
+    agent = Agent.from_token(_root(broker, ["read:orders", "read:customers"]), verifier=verifier)
+    with pytest.raises((DelegationRefusedError, InvalidScopeError)):  # [""]: not a scope
+        agent.delegate("Helper", scopes=scopes, broker=broker.client)
+    with pytest.raises(DelegationRefusedError, match="no scopes asked for"):
+        broker.client.exchange(_root(broker), actor="Helper", scopes=scopes)
+    with pytest.raises(DelegationRefusedError, match="no audience asked for"):
+        agent.delegate("Helper", scopes=["read:orders"], audience=[], broker=broker.client)
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_run_inside_an_agent_with_empty_scopes_is_refused(
+    broker: Broker, tmp_path: Path, value: str
+) -> None:
+    (tmp_path / "child.py").write_text("print('ran')\n")
+    done = sh("run", "--agent", "Kid", "--scopes", value, "--", sys.executable, "child.py",
+              cwd=tmp_path, env=_env(broker, _root(broker)))  # fmt: skip
+    assert done.returncode != 0 and "ran" not in done.stdout
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
