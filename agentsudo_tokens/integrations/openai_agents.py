@@ -52,6 +52,8 @@ from ..guard.agent import Agent
 
 __all__ = ["delegated_handoff", "denial_message"]
 
+_UNDER = "_agentsudo_sub_agent"  # on an SDK agent whose tools and hand-offs run as a sub-agent
+
 
 def denial_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
     """A ``failure_error_function``: a refusal in one line, other errors as the SDK says them.
@@ -97,15 +99,47 @@ def delegated_handoff(
     :raises PermissionDeniedError: at hand-off, no agent acting; ``DelegationRefusedError``
         when the broker refuses.
     """
+    import asyncio
+
     from ..guard.sub_agent import delegate_current
+    from ..tokens.claims import check_agent_name
 
     made = handoff(agent, **options)
     invoke = made.on_invoke_handoff
     actor = name or agent.name
+    check_agent_name(actor, "sub-agent")  # when the hand-off is built, not when it is used
 
     async def on_invoke(ctx: RunContextWrapper[Any], arguments: str) -> SdkAgent[Any]:
         target = await invoke(ctx, arguments)
-        child = delegate_current(actor, scopes=scopes, ttl=ttl, audience=audience)
-        return target.clone(tools=[_in_session(tool, child) for tool in target.tools])
+        child = await asyncio.to_thread(  # an HTTP call to the broker: not on the event loop
+            delegate_current, actor, scopes=scopes, ttl=ttl, audience=audience
+        )
+        return _under(target, child)
+
+    return dataclasses.replace(made, on_invoke_handoff=on_invoke)
+
+
+def _under(target: SdkAgent[Any], child: Agent) -> SdkAgent[Any]:
+    """``target`` with everything it can do run as ``child``: its function tools, and its own
+    hand-offs, which then delegate from ``child`` (a nested ``delegated_handoff`` narrows
+    further) or, plain, run their target's tools as ``child`` too. Before, they ran in the
+    orchestrator's session: a second hand-off had more than the first."""
+    tools = [_in_session(tool, child) for tool in target.tools]
+    handoffs = [_handoff_under(h if isinstance(h, Handoff) else handoff(h), child)
+                for h in target.handoffs]  # fmt: skip
+    under = target.clone(tools=tools, handoffs=handoffs)
+    object.__setattr__(under, _UNDER, child)  # so an outer hand-off leaves it as it is
+    return under
+
+
+def _handoff_under(made: Handoff[Any, Any], child: Agent) -> Handoff[Any, Any]:
+    invoke = made.on_invoke_handoff
+
+    async def on_invoke(ctx: RunContextWrapper[Any], arguments: str) -> SdkAgent[Any]:
+        with child.start_session():  # a nested delegated_handoff delegates from the child
+            target: SdkAgent[Any] = await invoke(ctx, arguments)
+        if getattr(target, _UNDER, None) is not None:
+            return target  # a delegated hand-off: already run as its own sub-agent
+        return _under(target, child)
 
     return dataclasses.replace(made, on_invoke_handoff=on_invoke)

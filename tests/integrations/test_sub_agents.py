@@ -146,3 +146,57 @@ def test_an_openai_agents_handoff_runs_the_sub_agent_on_a_delegated_token(
 
     with pytest.raises(PermissionDeniedError, match="no agent is acting"):
         asyncio.run(hand_off_then_call())
+
+
+@sudo(scope="read:customers")
+def read_customers() -> str:
+    agent = current_agent()
+    assert agent is not None
+    return f"customers read by {agent.name} for {'/'.join(agent.chain)}"
+
+
+DEEPER = POLICY.replace('delegable = ["read:*"]', 'delegable = ["read:*"]\nmax_depth = 2')
+
+
+@pytest.mark.parametrize("nested", ["delegated", "plain"])
+def test_a_hand_off_from_a_sub_agent_never_has_more_than_it(
+    tmp_path: Path, nested: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triage -> Summarizer (read:orders) -> Helper: Helper's tools run with at most
+    Summarizer's scopes, whether the second hand-off delegates again or is a plain one.
+    They used to run in the orchestrator's session: read:customers was allowed."""
+    import agents
+    from agents import RunContextWrapper, function_tool
+    from agents.tool_context import ToolContext
+
+    from agentsudo_tokens.integrations.openai_agents import delegated_handoff, denial_message
+
+    assert sh("keys", "init", "--keys-dir", str(tmp_path / "keys"), cwd=tmp_path).returncode == 0
+    running = Broker(tmp_path, DEEPER)
+    try:
+        tool = function_tool(read_customers, failure_error_function=denial_message)
+        helper = agents.Agent(name="Helper", tools=[tool])
+        second = delegated_handoff(helper) if nested == "delegated" else helper
+        summarizer = agents.Agent(name="Summarizer", handoffs=[second])
+        first = delegated_handoff(summarizer, scopes=["read:orders"], ttl=300)
+
+        async def two_hand_offs() -> str:
+            context = RunContextWrapper(context=None)
+            target = await first.on_invoke_handoff(context, "")
+            inner = target.handoffs[0]
+            assert isinstance(inner, agents.Handoff)
+            target = await inner.on_invoke_handoff(context, "")
+            call = target.tools[0]
+            ctx = ToolContext(
+                context=None, tool_name=call.name, tool_call_id="c", tool_arguments="{}"
+            )
+            return str(await call.on_invoke_tool(ctx, "{}"))
+
+        token = running.client.issue("Orchestrator", scopes=["read:*", "write:refunds"])["token"]
+        verifier = Verifier(KeySet.from_dict(running.client.jwks()))
+        monkeypatch.setenv("AGENTSUDO_BROKER", running.address)
+        with Agent.from_token(str(token), verifier=verifier).start_session():
+            answer = asyncio.run(two_hand_offs())
+        assert answer.startswith("Permission denied") and "read:customers" in answer, answer
+    finally:
+        running.stop()
