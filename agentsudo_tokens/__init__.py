@@ -149,6 +149,35 @@ _EXPORTS: dict[str, str] = {
 
 __version__ = "0.1.0"
 
+
+def _key_pipe_closes_on_exec() -> None:
+    """Mark the DPoP key pipe ``agentsudo run --dpop`` handed this process close-on-exec.
+
+    The one import-time side effect of the package, on purpose: until the key is
+    read (at the first bound request), the pipe is an inheritable descriptor, and a
+    shell this process starts (``os.system``) would pass it to a program that can
+    then read the key. Importing the package is as early as this code can act. It
+    reads one variable and makes two system calls; the descriptor must be a pipe
+    whose inode the variable names (anything else is left alone, as
+    ``guard.possession`` does); it never raises. The pipe stays open for
+    ``process_key`` to read.
+    """
+    import os
+    import stat
+
+    try:  # config.DPOP_KEY_FD and its FD:INODE, without importing config (nothing is, here)
+        fd, _, inode = os.environ.get("AGENTSUDO_DPOP_KEY_FD", "").partition(":")  # noqa: TID251
+        if not (fd.isascii() and fd.isdigit() and inode.isascii() and inode.isdigit()):
+            return
+        info = os.fstat(int(fd))
+        if int(fd) > 2 and stat.S_ISFIFO(info.st_mode) and info.st_ino == int(inode):
+            os.set_inheritable(int(fd), False)
+    except Exception:  # closed, or anything odd: never fail an import; the key's reader will say
+        return
+
+
+_key_pipe_closes_on_exec()
+
 __all__ = [
     "ALGORITHMS",
     "Agent",

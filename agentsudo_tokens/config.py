@@ -3,10 +3,11 @@
     settings = Settings.from_env()
     settings.keys_dir, settings.issuer, settings.audience
 
-Variables are read when ``from_env`` is called, never at import. A command-line
-flag beats a variable, a variable beats the default; ``Settings.replace`` puts
-flags on top. Defaults are chosen so that a token minted with defaults
-verifies with defaults.
+Variables are read when ``from_env`` is called, never at import (one exception,
+``AGENTSUDO_DPOP_KEY_FD``: the package's import marks that pipe close-on-exec).
+A command-line flag beats a variable, a variable beats the default;
+``Settings.replace`` puts flags on top. Defaults are chosen so that a token
+minted with defaults verifies with defaults.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_ISSUER", "Settings", "child_environment", "parse_duration"]
+__all__ = ["DEFAULT_ISSUER", "Settings", "child_environment", "dpop_origin", "parse_duration"]
 
 DEFAULT_ISSUER = "agentsudo"
 DEFAULT_AUDIENCE = "agentsudo"
@@ -55,6 +56,7 @@ DEFAULT_REVOCATIONS_REFRESH = 10
 REVOCATIONS_MAX_STALE = "AGENTSUDO_REVOCATIONS_MAX_STALE"
 DEFAULT_REVOCATIONS_MAX_STALE = 60  # then refuse: the list is what makes revocation work
 DPOP_KEY_FD = "AGENTSUDO_DPOP_KEY_FD"  # FD:INODE, an inherited pipe holding a DPoP key
+DPOP_ORIGIN = "AGENTSUDO_DPOP_ORIGIN"  # a service's public origin: what a DPoP proof's htu names
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -103,6 +105,54 @@ def _name(name: str, raw: str) -> str:
             found=raw,
         )
     return value
+
+
+def _origin(raw: str) -> str:
+    """``http(s)://host[:port]``: an origin, with no path, query, fragment or user info."""
+    from urllib.parse import urlsplit
+
+    value = raw.strip().removesuffix("/")
+    rule = "an origin such as https://billing.example"
+    found = value[:80]
+    bad = ConfigError(
+        f"{DPOP_ORIGIN}: expected {rule}, found {found!r}", expected=rule, found=found
+    )
+    if not value.isascii() or not value.isprintable() or any(c in value for c in " ?#@"):
+        raise bad
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise bad from exc
+    if parts.scheme.lower() not in ("http", "https") or not host or parts.path:
+        raise bad
+    return value
+
+
+def dpop_origin(environ: Mapping[str, str] | None = None) -> str | None:
+    """``AGENTSUDO_DPOP_ORIGIN`` alone (``os.environ`` unless given); ``None`` when unset.
+
+    For a service's DPoP check, which needs this one setting: another variable's
+    bad value is not its concern.
+
+    :raises ConfigError: the value is not an origin.
+    """
+    raw = (os.environ if environ is None else environ).get(DPOP_ORIGIN, "").strip()
+    return _origin(raw) if raw else None
+
+
+def _key_pipe(raw: str) -> tuple[int, int]:
+    """``FD:INODE``: a descriptor above 2 and a pipe's inode."""
+    fd, _, inode = raw.strip().partition(":")
+    numbers = fd.isascii() and fd.isdigit() and inode.isascii() and inode.isdigit()
+    if not numbers or not 2 < int(fd) < 65536:
+        raise ConfigError(
+            f"{DPOP_KEY_FD}: expected FD:INODE, a pipe's descriptor (above 2) and "
+            f"inode, found {raw[:40]!r}",
+            expected="FD:INODE",
+            found=raw[:40],
+        )
+    return int(fd), int(inode)
 
 
 def _broker(raw: str) -> str:
@@ -160,6 +210,7 @@ class Settings:
     revocations_refresh: int = DEFAULT_REVOCATIONS_REFRESH  # seconds between fetches
     revocations_max_stale: int = DEFAULT_REVOCATIONS_MAX_STALE  # since the last good list
     dpop_key_pipe: tuple[int, int] | None = None  # (fd, inode) from `agentsudo run --dpop`
+    dpop_origin: str | None = None  # a service's public origin, for DPoP proofs' htu
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -225,15 +276,9 @@ class Settings:
             if env.get(variable, "").strip():
                 values[field] = parse_duration(env[variable], name=variable)
         if pipe := env.get(DPOP_KEY_FD, "").strip():
-            fd, _, inode = pipe.partition(":")
-            if not (fd.isdigit() and inode.isdigit() and 2 < int(fd) < 65536):
-                raise ConfigError(
-                    f"{DPOP_KEY_FD}: expected FD:INODE, a pipe's descriptor (above 2) and "
-                    f"inode, found {pipe[:40]!r}",
-                    expected="FD:INODE",
-                    found=pipe[:40],
-                )
-            values["dpop_key_pipe"] = (int(fd), int(inode))
+            values["dpop_key_pipe"] = _key_pipe(pipe)
+        if origin := dpop_origin(env):
+            values["dpop_origin"] = origin
         if env.get(LEEWAY, "").strip():
             raw = env[LEEWAY].strip()
             leeway = 0 if raw in ("0", "0s") else parse_duration(raw, name=LEEWAY)

@@ -87,6 +87,13 @@ BAD_VALUES = [
     ("AGENTSUDO_DPOP_KEY_FD", "5"),  # no inode: any pipe at 5 would do
     ("AGENTSUDO_DPOP_KEY_FD", "1:1234"),  # stdout is never a key pipe
     ("AGENTSUDO_DPOP_KEY_FD", "-4:1234"),
+    ("AGENTSUDO_DPOP_KEY_FD", "\u0665:1234"),  # a digit, not an ASCII one
+    ("AGENTSUDO_DPOP_ORIGIN", "billing.example"),
+    ("AGENTSUDO_DPOP_ORIGIN", "ftp://billing.example"),
+    ("AGENTSUDO_DPOP_ORIGIN", "https://billing.example/api"),
+    ("AGENTSUDO_DPOP_ORIGIN", "https://billing.example?x=1"),
+    ("AGENTSUDO_DPOP_ORIGIN", "https://user@billing.example"),
+    ("AGENTSUDO_DPOP_ORIGIN", "https://billing.example:99999"),
     ("AGENTSUDO_TTL", "abc"),
     ("AGENTSUDO_TTL", "0"),
     ("AGENTSUDO_TTL", "-5"),

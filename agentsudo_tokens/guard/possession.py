@@ -15,7 +15,12 @@ token copied from a log is no use here either.
 ``agentsudo run --dpop`` makes the key in memory and hands it to its child
 through an inherited pipe named by ``AGENTSUDO_DPOP_KEY_FD``: the key is read
 once, the pipe closed, and it never touches a disk, the environment or a
-command line (``process_key``). Children of this process do not inherit it.
+command line (``process_key``). Importing ``agentsudo_tokens`` marks the pipe
+close-on-exec, so no program this process starts afterwards gets it (a Python
+``subprocess`` child never did); one started before the import, or by a
+non-Python parent (a shell), does. Until it is read, a process of the agent's
+own user can also open it through ``/proc``: the key keeps a copied token
+useless elsewhere, it is no boundary against the agent's own user.
 """
 
 from __future__ import annotations

@@ -6,24 +6,31 @@ A service checks a request's credentials in two steps: the token (the
 ``Verifier``, as for a bearer token), then the binding (``ProofVerifier.
 check_request``): a token bound to a key (``cnf.jkt``) must come as
 ``Authorization: DPoP <token>`` with one ``DPoP`` proof for this method and
-URL, signed by that key. The URL is the request's own: scheme, ``Host`` header
-and raw path (behind a proxy, let the server fix scheme and host, as uvicorn's
-``--proxy-headers`` does). Refusals are 401s with a ``DPoP`` challenge (RFC
-9449 §7.1): ``invalid_dpop_proof``, ``invalid_token`` (a binding that does not
-hold) or ``use_dpop_nonce`` with a fresh ``DPoP-Nonce``.
+URL, signed by that key. The URL is the service's public origin and the
+request's raw path when the origin is known (``ProofVerifier(origin=...)``, else
+``AGENTSUDO_DPOP_ORIGIN``); without one, the request's scheme and ``Host`` header,
+which the client chooses: a proof made for one service then passes at another
+that does not share its replay cache (behind a proxy or beside other services,
+set the origin). Refusals are 401s with a ``DPoP`` challenge (RFC 9449 §7.1):
+``invalid_dpop_proof``, ``invalid_token`` (a binding that does not hold) or
+``use_dpop_nonce`` with a fresh ``DPoP-Nonce``.
 
 Without a ``ProofVerifier`` of its own, a service uses one per verifier
 (``default_proofs``): its replay cache is the verifier's state store when it
 has one (shared by every process using that store), else this process's memory.
+A request is checked once per ``ProofVerifier``: a dependency with options of
+its own (nonces, an origin) checks again behind the middleware.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import dpop_origin
 from ..errors import DPoPNonceError, InvalidDPoPProofError, InvalidTokenError, TokenBindingError
 from ..state.replay import MemoryReplayCache, StoreReplayCache
 from ..tokens.claims import VerifiedClaims
@@ -40,10 +47,12 @@ __all__ = [
     "may_block",
     "proof_headers",
     "request_url",
+    "service_origin",
 ]
 
 ALGS = " ".join(ALGORITHMS)  # the challenge's algs parameter
-_PROVEN = "agentsudo.dpop"  # ASGI scope key: the (token, proof) already checked for this request
+_PROVEN = "agentsudo.dpop"  # ASGI scope key: the proof checked for this request, and by whom
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?").fullmatch
 _WEB_SCHEMES = {"ws": "http", "wss": "https"}
 _DEFAULTS: weakref.WeakKeyDictionary[Verifier, ProofVerifier] = weakref.WeakKeyDictionary()
 
@@ -71,28 +80,70 @@ def proof_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     return [value.decode("latin-1") for name, value in headers if name.lower() == b"dpop"]
 
 
-def request_url(scope: Scope) -> str:
-    """The URL a request was sent to, as ``htu`` compares it: scheme, ``Host`` and raw path."""
+def service_origin(proofs: ProofVerifier) -> str | None:
+    """The public origin proofs must name: the ``ProofVerifier``'s, else ``AGENTSUDO_DPOP_ORIGIN``.
+
+    :raises ConfigError: ``AGENTSUDO_DPOP_ORIGIN`` is not an origin.
+    """
+    if proofs.origin is not None:
+        return proofs.origin
+    return dpop_origin()
+
+
+def request_url(scope: Scope, origin: str | None = None) -> str:
+    """The URL a request was sent to, as ``htu`` compares it: ``origin`` (else the scheme and
+    ``Host`` the client sent) and the raw path.
+
+    :raises InvalidDPoPProofError: no ``origin``, and a ``Host`` header that is no host.
+    """
+    raw = scope.get("raw_path")
+    path: str = (
+        raw.decode("latin-1") if raw else scope.get("root_path", "") + scope.get("path", "/")
+    )
+    if origin is not None:
+        return origin + path
     scheme = scope.get("scheme", "http")
     scheme = _WEB_SCHEMES.get(scheme, scheme)
     host = None
     for name, value in scope.get("headers", ()):
         if name == b"host":
             host = value.decode("latin-1")
+            if _HOST(host) is None:
+                raise InvalidDPoPProofError(
+                    "DPoP proof: the request's Host header is not a host[:port]", found=host[:60]
+                )
             break
     if host is None:
         server = scope.get("server") or ("localhost", None)
         host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope.get("root_path", "") + scope.get("path", "/")
     return f"{scheme}://{host}{path}"
 
 
-def check_possession(
-    proofs: ProofVerifier, scope: Scope, scheme: str, token: str, claims: VerifiedClaims
-) -> None:
-    """The binding rule for one request, once per request even when several checks ask.
+@dataclass
+class _Proven:
+    """The proof checked for a request, and every ``ProofVerifier`` that accepted it."""
 
+    token: str
+    found: list[str]
+    by: list[ProofVerifier] = field(default_factory=list)
+
+
+def check_possession(
+    proofs: ProofVerifier,
+    scope: Scope,
+    scheme: str,
+    token: str,
+    claims: VerifiedClaims,
+    origin: str | None = None,
+) -> None:
+    """The binding rule for one request, once per ``ProofVerifier`` even when several
+    checks ask (the middleware, then a dependency).
+
+    A second ``ProofVerifier`` (a dependency's own: nonces, another origin) checks
+    the proof again, all but the replay cache: the first check recorded the
+    proof as used, and every request with it meets that first check again.
+
+    :param origin: the public origin (``service_origin``); ``None``: the ``Host`` header.
     :raises TokenBindingError: as ``ProofVerifier.check_request``.
     :raises InvalidDPoPProofError: as ``ProofVerifier.check_request``.
     :raises StoreUnavailableError: the replay cache cannot answer.
@@ -100,17 +151,23 @@ def check_possession(
     if claims.jkt is None and scheme == "bearer":
         return  # a plain bearer token: nothing to prove
     found = proof_headers(scope.get("headers", ()))
-    if scope.get(_PROVEN) == (token, found):
-        return  # checked already for this request (the middleware, then a dependency)
+    proven = scope.get(_PROVEN)
+    if not isinstance(proven, _Proven) or proven.token != token or proven.found != found:
+        proven = None
+    elif any(checked is proofs for checked in proven.by):
+        return  # this verifier accepted this very proof for this request already
     proofs.check_request(
         claims,
         scheme=scheme,
         token=token,
         proofs=found,
         method=scope.get("method", "GET"),
-        url=request_url(scope),
+        url=request_url(scope, origin),
+        record=proven is None,
     )
-    scope[_PROVEN] = (token, found)
+    if proven is None:
+        proven = scope[_PROVEN] = _Proven(token, found)
+    proven.by.append(proofs)
 
 
 @dataclass(frozen=True)
@@ -150,3 +207,5 @@ def dpop_challenge(exc: InvalidTokenError, reason: str, *, nonce: str | None = N
 
 
 BINDING_ERRORS = (InvalidDPoPProofError, TokenBindingError)  # answered with a DPoP challenge
+# the 503's reason for a ReplayCacheNotSharedError: the operator's fix, in one line
+UNSHARED_REPLAY = "the DPoP replay cache is one worker's; set AGENTSUDO_STORE"

@@ -38,7 +38,8 @@ thread, use ``propagation.copy_session`` or ``ContextThreadPoolExecutor``.
 Verification happens once per request and verifier: a dependency without a
 verifier of its own uses the middleware's result; one given its own verifier
 checks the token with it as well (both must accept it, and a one-time token is
-used once by each of them). It runs on the event loop when it is pure CPU
+used once by each of them), and one given its own ``proofs`` checks the DPoP
+proof with them too (their nonces, their origin). It runs on the event loop when it is pure CPU
 (keys in memory, in a file, or a JWKS URL with nothing to fetch: ~0.15 ms,
 ~1 µs for a token verified before), and in a worker thread when it may wait (a
 JWKS fetch is due, a state store is configured). A verifier that cannot decide
@@ -83,6 +84,7 @@ from ..errors import (
     WrongIssuerError,
 )
 from ..guard.agent import Agent, _policy, disable_ambient_agent, without_agent
+from ..state.replay import ReplayCacheNotSharedError
 from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.jwks import JwksFile, KeySet
 from ..tokens.jws import split
@@ -182,6 +184,7 @@ def _forbidden(scope: str | None, scheme: str = "bearer") -> _Answer:
 
 # Why a token cannot be checked now, most specific first: the 503's detail for the client.
 _UNAVAILABLE: tuple[tuple[type[ConfigError], str], ...] = (
+    (ReplayCacheNotSharedError, dpop.UNSHARED_REPLAY),
     (StoreUnavailableError, "the state store is unavailable"),
     (KeysUnavailableError, "the public keys are unavailable"),
     (RevocationsUnavailableError, "the revocation list is unavailable"),
@@ -290,6 +293,8 @@ class _Verification:
         self._verifier = verifier
         self._in_thread = in_thread
         self._proofs = proofs  # None: the verifier's default (integrations.dpop)
+        self.own_proofs = proofs is not None
+        self._origin: tuple[str | None] | None = None  # resolved at the first DPoP request
         self._lock = threading.Lock()
 
     def verifier(self) -> Verifier:
@@ -322,12 +327,46 @@ class _Verification:
             self._proofs = dpop.default_proofs(self.verifier())
         return self._proofs
 
-    def _agent(self, token: str, scheme: str, scope: Scope) -> Agent:
-        agent = Agent.from_token(token, verifier=self.verifier())
+    def _possession(self, token: str, scheme: str, scope: Scope, agent: Agent) -> Agent:
         claims = agent.claims
         if claims is not None and (claims.jkt is not None or scheme != "bearer"):
-            dpop.check_possession(self.proofs(), scope, scheme, token, claims)
+            proofs = self.proofs()
+            if self._origin is None:
+                self._origin = (dpop.service_origin(proofs),)
+            dpop.check_possession(proofs, scope, scheme, token, claims, self._origin[0])
         return agent
+
+    def _agent(self, token: str, scheme: str, scope: Scope) -> Agent:
+        agent = Agent.from_token(token, verifier=self.verifier())
+        return self._possession(token, scheme, scope, agent)
+
+    def _in_thread_for(self, token: str, scheme: str) -> bool:
+        in_thread = self._in_thread
+        if in_thread is None:
+            verifier = self._verifier  # resolving the default reads files: in the thread
+            in_thread = (
+                verifier is None
+                or _may_block(verifier, token)
+                or (scheme == "dpop" and dpop.may_block(self.proofs()))
+            )
+        return in_thread
+
+    async def possession(self, token: str, scheme: str, scope: Scope, agent: Agent) -> Agent:
+        """``agent`` (verified by the middleware), once this verification's own DPoP proof
+        verifier has checked the request too (its nonces, its origin).
+
+        :raises InvalidTokenError: as ``agent``.
+        :raises ConfigError: as ``agent``.
+        """
+        claims = agent.claims
+        if claims is None or (claims.jkt is None and scheme == "bearer"):
+            return agent
+        in_thread = self._in_thread
+        if in_thread is None:
+            in_thread = dpop.may_block(self.proofs())
+        if in_thread:
+            return await anyio.to_thread.run_sync(self._possession, token, scheme, scope, agent)
+        return self._possession(token, scheme, scope, agent)
 
     async def agent(self, token: str, scheme: str, scope: Scope) -> Agent:
         """The verified agent of ``token``, its binding to a key checked (DPoP).
@@ -337,15 +376,7 @@ class _Verification:
         :raises ConfigError: the verifier cannot decide now (``StoreUnavailableError``,
             ``KeysUnavailableError``), or has no public keys to verify with.
         """
-        in_thread = self._in_thread
-        if in_thread is None:
-            verifier = self._verifier  # resolving the default reads files: in the thread
-            in_thread = (
-                verifier is None
-                or _may_block(verifier, token)
-                or (scheme == "dpop" and dpop.may_block(self.proofs()))
-            )
-        if in_thread:
+        if self._in_thread_for(token, scheme):
             return await anyio.to_thread.run_sync(self._agent, token, scheme, scope)
         return self._agent(token, scheme, scope)
 
@@ -397,8 +428,8 @@ class RequireScope(SecurityBase):
     async def __call__(self, request: Request) -> Agent:
         disable_ambient_agent()
         agent = self._verification.accepts_from(request.scope)
-        if agent is None:
-            agent = await self._authenticate(request)
+        if agent is None or self._verification.own_proofs:
+            agent = await self._authenticate(request, agent)
         allowed = agent.scopes.allows(self.scope)  # the token's compiled grants decide
         outcome, reason = ("allowed", None) if allowed else ("denied", "not granted")
         audit.record(outcome, agent, self.scope, _what(request), reason)
@@ -406,14 +437,19 @@ class RequireScope(SecurityBase):
             raise _forbidden(self.scope, _scheme(request.scope)).exception()
         return agent
 
-    async def _authenticate(self, request: Request) -> Agent:
+    async def _authenticate(self, request: Request, agent: Agent | None) -> Agent:
+        """The request's agent: ``agent`` (the middleware's) once this dependency's own
+        proof verifier has checked its DPoP proof, else verified here."""
         scheme = "bearer"
         try:
             found = _credentials(request.scope["headers"])
             if found is None:
                 raise _Refused(_NO_TOKEN)
             scheme, token = found
-            return await self._verification.agent(token, scheme, request.scope)
+            verification = self._verification
+            if agent is not None:
+                return await verification.possession(token, scheme, request.scope, agent)
+            return await verification.agent(token, scheme, request.scope)
         except _Refused as refused:
             answer = _unauthorized(refused.reason)
         except InvalidTokenError as exc:

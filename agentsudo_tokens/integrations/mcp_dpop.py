@@ -31,6 +31,7 @@ import anyio.to_thread
 
 from ..errors import AgentSudoError, InvalidTokenError
 from ..guard.possession import ProofSigner
+from ..state.replay import ReplayCacheNotSharedError
 from ..tokens.dpop import DPoPKey
 from ..tokens.dpop_proof import ProofVerifier
 from . import dpop
@@ -53,7 +54,9 @@ class DPoPGate:
     :param app: ``server.streamable_http_app()`` (or any app using ``tokens``).
     :param tokens: the server's ``AgentSudoTokenVerifier``.
     :param proofs: checks the proofs; default one per verifier (its replay cache
-        the verifier's store when it has one, else memory).
+        the verifier's store when it has one, else memory). The URL a proof must
+        name is the ``proofs``' origin, else ``AGENTSUDO_DPOP_ORIGIN``, else the
+        request's ``Host``.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class DPoPGate:
         self.app = app
         self.tokens = tokens
         self.proofs = proofs if proofs is not None else dpop.default_proofs(tokens.verifier)
+        self._origin: tuple[str | None] | None = None  # resolved at the first DPoP request
 
     def __repr__(self) -> str:
         return f"DPoPGate({self.tokens!r})"
@@ -84,7 +88,10 @@ class DPoPGate:
             return
         except AgentSudoError as exc:  # a store or the keys out of reach: cannot decide now
             _log.warning("MCP DPoP request not checked: %s", exc)
-            await _send(send, 503, {"error": "temporarily_unavailable"}, {})
+            body = {"error": "temporarily_unavailable"}
+            if isinstance(exc, ReplayCacheNotSharedError):
+                body["error_description"] = dpop.UNSHARED_REPLAY
+            await _send(send, 503, body, {})
             return
         headers = [(n, v) for n, v in scope["headers"] if n.lower() != b"authorization"]
         headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
@@ -98,7 +105,9 @@ class DPoPGate:
         access = self.tokens.verified(token)
         claims = access.agent.claims
         assert claims is not None  # a verified token's agent always has its claims
-        dpop.check_possession(self.proofs, scope, "dpop", token, claims)
+        if self._origin is None:
+            self._origin = (dpop.service_origin(self.proofs),)
+        dpop.check_possession(self.proofs, scope, "dpop", token, claims, self._origin[0])
         return access
 
     async def _refuse(self, send: Send, exc: InvalidTokenError) -> None:

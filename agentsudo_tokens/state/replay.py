@@ -10,23 +10,52 @@ store-backed cache shares that record across the processes of a service (an
 atomic ``Store.add``: of racing verifiers exactly one wins). The memory cache
 is bounded; when full of live entries it refuses (``StoreUnavailableError``)
 rather than forget one that could then be replayed.
+
+A memory cache serves one process. In a worker of a multi-process server it
+would let a proof be used once per worker, so there it refuses every proof
+(``ReplayCacheNotSharedError``, a 503 at a service) rather than guard only a
+part of the service: a process started by ``multiprocessing`` (``uvicorn
+--workers N``; ``--reload`` too, which cannot be told apart), or one forked
+after the cache was made. Workers forked otherwise (gunicorn without
+``--preload``) cannot be seen; give those a ``StoreReplayCache``.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from ..config import STORE
 from ..errors import StoreUnavailableError
 
 if TYPE_CHECKING:
     from .base import Store
 
-__all__ = ["MemoryReplayCache", "ReplayCache", "StoreReplayCache"]
+__all__ = ["MemoryReplayCache", "ReplayCache", "ReplayCacheNotSharedError", "StoreReplayCache"]
 
-DEFAULT_MAX_ENTRIES = 1 << 20  # ~17,000 proofs a second over a 61 s window; ~150 MB when full
+DEFAULT_MAX_ENTRIES = 1 << 20  # ~8,600 proofs a second over a 121 s record; ~150 MB when full
+
+
+class ReplayCacheNotSharedError(StoreUnavailableError):
+    """A replay cache in one process's memory, in a process that is one of several."""
+
+
+def _other_processes() -> str | None:
+    """Why this process may be one worker of several, or ``None``.
+
+    ``multiprocessing`` is not imported here for this (5 ms): a process it started
+    imported it before anything else, so it is in ``sys.modules`` when it matters.
+    """
+    process = sys.modules.get("multiprocessing.process")
+    parent = getattr(process, "parent_process", None)
+    found = parent() if callable(parent) else None
+    if found is not None:
+        return f"a process started by multiprocessing (its parent: {found.pid})"
+    return None
 
 
 class ReplayCache(Protocol):
@@ -55,6 +84,8 @@ class MemoryReplayCache:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._next_purge = 0.0
+        self._pid = os.getpid()
+        self._shared: str | None = _other_processes()
 
     def __repr__(self) -> str:
         return f"MemoryReplayCache(max_entries={self.max_entries})"
@@ -63,7 +94,10 @@ class MemoryReplayCache:
         return len(self._seen)
 
     def first_use(self, key: str, *, expires_at: float) -> bool:
-        """As ``ReplayCache.first_use``; refuses when full of live entries."""
+        """As ``ReplayCache.first_use``; refuses when full of live entries, and in a
+        process that may be one worker of several (``ReplayCacheNotSharedError``)."""
+        if self._shared is not None or os.getpid() != self._pid:
+            self._refuse_unshared()
         now = self._clock()
         with self._lock:
             seen = self._seen
@@ -83,6 +117,15 @@ class MemoryReplayCache:
                     )
             seen[key] = expires_at
             return True
+
+    def _refuse_unshared(self) -> None:
+        why = self._shared or f"a process forked after its replay cache was made ({self._pid})"
+        raise ReplayCacheNotSharedError(
+            f"DPoP replay cache: in the memory of {why}: each worker of a multi-process server "
+            f"would accept a proof once; set {STORE} (or give a StoreReplayCache) to share one",
+            expected=STORE,
+            found="memory",
+        )
 
 
 class StoreReplayCache:

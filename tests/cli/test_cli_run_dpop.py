@@ -139,3 +139,62 @@ def test_the_env_variable_must_name_a_pipe_and_its_inode() -> None:
     env = {**os.environ, DPOP_KEY_FD: "7"}
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert child.stdout.startswith("ConfigError AGENTSUDO_DPOP_KEY_FD: expected FD:INODE")
+
+
+LEAK = (  # a process started by the agent: does it hold the key pipe, and can it read the key?
+    "import os, sys; fd = int(sys.argv[1]); "
+    "print(sys.argv[2], 'LEAKED' if os.path.exists(f'/proc/self/fd/{fd}') and os.read(fd, 9999) "
+    "else 'no pipe', flush=True)"
+)
+SPAWNER = textwrap.dedent(
+    f"""
+    import json, os, shlex, subprocess, sys
+
+    fd = os.environ["AGENTSUDO_DPOP_KEY_FD"].partition(":")[0]
+    inheritable_before = os.get_inheritable(int(fd))
+    import agentsudo_tokens  # marks the pipe close-on-exec, before anything reads it
+    from agentsudo_tokens.guard.possession import process_key
+
+    leak = shlex.quote({LEAK!r})
+    os.system(f"{{shlex.quote(sys.executable)}} -c {{leak}} {{fd}} os.system")
+    subprocess.run([sys.executable, "-c", {LEAK!r}, fd, "close_fds=False"], close_fds=False)
+    try:
+        key = process_key().jkt
+    except agentsudo_tokens.ConfigError as exc:  # read by another process first
+        key = str(exc)
+    print(json.dumps({{
+        "inheritable_before": inheritable_before,
+        "key": key,
+        "bound": agentsudo_tokens.current_agent().claims.jkt,
+    }}))
+    """
+)
+
+
+def test_a_program_the_agent_starts_gets_no_key_pipe(tmp_path: Path, key_dir: KeyDirectory) -> None:
+    """Until the agent reads its key, a shell it starts (``os.system``) would hand the pipe on:
+    importing agentsudo_tokens marks it close-on-exec, so nothing exec'd after gets it."""
+    argv = ["run", "--dpop", "--agent", "SupportBot", "--scopes", "read:orders", "--"]
+    done = agentsudo([*argv, sys.executable, "-c", SPAWNER], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    *started, last = done.stdout.splitlines()
+    assert started == ["os.system no pipe", "close_fds=False no pipe"]
+    report = json.loads(last)
+    assert report["inheritable_before"] is True  # as handed over
+    assert report["key"] == report["bound"]  # and the agent itself still reads its key
+
+
+def test_a_shell_between_run_and_the_agent_passes_the_pipe_on(
+    tmp_path: Path, key_dir: KeyDirectory
+) -> None:
+    """What the README says: a non-Python child (a shell) hands the pipe to what it starts."""
+    code = (
+        "from agentsudo_tokens import current_agent; "
+        "from agentsudo_tokens.guard.possession import process_key; "
+        "print(process_key().jkt == current_agent().claims.jkt)"
+    )
+    argv = ["run", "--dpop", "--agent", "SupportBot", "--scopes", "read:orders", "--"]
+    shell = f"{sys.executable} -c '{code}'"
+    done = agentsudo([*argv, "sh", "-c", shell], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -1,7 +1,9 @@
 """An MCP server behind ``DPoPGate``: tokens bound to a key, with a proof on every request.
 
 One real uvicorn server per module on 127.0.0.1; the SDK's own client signs
-each request with ``dpop_request_hook`` inside the agent's session.
+each request with ``dpop_request_hook`` inside the agent's session. A request
+with ``X-Gate: origin`` goes through a second gate, one that knows the
+service's public origin.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from agentsudo_tokens import Agent, Issuer, JwksFile, KeyDirectory, Verifier, cu
 from agentsudo_tokens.integrations.mcp import AgentSudoTokenVerifier, guarded_tool
 from agentsudo_tokens.integrations.mcp_dpop import DPoPGate, dpop_request_hook
 from agentsudo_tokens.tokens.dpop import DPoPKey
+from agentsudo_tokens.tokens.dpop_proof import ProofVerifier
 
 AUDIENCE = "mcp-orders"
 TIMEOUT = 10
+ORIGIN = "https://orders.example"
 
 
 @dataclass
@@ -60,7 +64,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = DPoPGate(server.streamable_http_app(), tokens)
+    inner = server.streamable_http_app()
+    gate = DPoPGate(inner, tokens)
+    public = DPoPGate(inner, tokens, proofs=ProofVerifier(origin=ORIGIN))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        chosen = (b"x-gate", b"origin") in scope.get("headers", ())
+        await (public if chosen else gate)(scope, receive, send)
+
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -141,3 +152,21 @@ def test_a_plain_token_is_still_a_bearer_token(running: Running) -> None:
     proof = running.key.proof("POST", running.url, token=plain)
     answer = _initialize(running, {"Authorization": f"DPoP {plain}", "DPoP": proof})
     assert answer.status_code == 401 and "not bound" in answer.headers["www-authenticate"]
+
+
+def test_a_gate_with_an_origin_refuses_a_proof_for_another_host(running: Running) -> None:
+    token = running.bound()
+
+    def initialize(url: str, **headers: str) -> httpx.Response:
+        proof = running.key.proof("POST", url, token=token)
+        return _initialize(
+            running,
+            {"Authorization": f"DPoP {token}", "DPoP": proof, "X-Gate": "origin", **headers},
+        )
+
+    spoofed = initialize("http://billing.example/mcp", Host="billing.example")
+    assert spoofed.status_code == 401
+    assert "made for URL 'http://billing.example/mcp'" in spoofed.headers["www-authenticate"]
+    by_host = initialize(running.url)  # the URL the Host header names: not the service's
+    assert by_host.status_code == 401 and "made for URL" in by_host.headers["www-authenticate"]
+    assert initialize(f"{ORIGIN}/mcp").status_code == 200

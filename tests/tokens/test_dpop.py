@@ -406,6 +406,15 @@ HOSTILE = {
     "iat-a-string": Case(
         lambda f: f.proof(claims=f.claims(iat=str(NOW))), InvalidDPoPProofError, "integer"
     ),
+    "iat-too-big-for-a-float": Case(
+        lambda f: f.proof(claims=f.claims(iat=10**400)), InvalidDPoPProofError, "0 to 2**53"
+    ),
+    "iat-2**53": Case(
+        lambda f: f.proof(claims=f.claims(iat=2**53)), InvalidDPoPProofError, "0 to 2**53"
+    ),
+    "iat-negative": Case(
+        lambda f: f.proof(claims=f.claims(iat=-1)), InvalidDPoPProofError, "0 to 2**53"
+    ),
     "duplicate-claim": Case(_duplicate_key, InvalidDPoPProofError, "unique JSON keys"),
     "oversized": Case(
         lambda f: f.proof(claims=f.claims(pad="x" * MAX_PROOF_BYTES)),
