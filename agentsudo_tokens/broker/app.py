@@ -630,7 +630,7 @@ def _elevation_claims(broker: _Broker, token: str) -> Any:
 async def _file_elevation(request: Request, broker: _Broker) -> Response:
     """File one call's request for a human; the asking token is its own authentication."""
     from ..tokens.scopes import ScopeSet
-    from .elevation import TooManyPendingError, file_elevation
+    from .elevation import TooManyPendingError, ask_refusal, file_elevation
 
     asked = _model(_ElevationRequest, await _json_body(request, broker))
     for name in ("function", "reason"):
@@ -640,12 +640,19 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
     ScopeSet.parse([asked.scope])
     claims = await asyncio.to_thread(_elevation_claims, broker, asked.token)
     await require_possession(request, broker.proofs, asked.token, claims, "body")
-    peer = peer_of(request.scope)  # on the socket its uid; over TCP the asking token's agent
-    who = f"uid:{peer.uid}" if peer is not None else f"agent:{claims.subject}"
+    peer = peer_of(request.scope)  # on the socket its uid; over TCP the asking token's root
+    if peer is not None:  # agent at the address (a sub-agent elsewhere cannot use it up)
+        who = f"uid:{peer.uid}"
+    else:
+        client = request.client
+        address = _peer_key(None, (client.host, client.port) if client else None) or "unknown"
+        who = f"agent:{claims.subject} at {address}"
     _limit(broker, "elevation", who, caller=who if peer else None, agent=claims.subject)
     policy = broker.policy
-    may_ask = isinstance(policy, DevPolicy) or policy.needs_human(claims.subject, asked.scope)
     try:
+        refusal = ask_refusal(policy, claims, asked.scope)  # a delegated token: narrowed
+        if refusal is not None:
+            raise refusal
         filed = await asyncio.to_thread(
             functools.partial(
                 file_elevation,
@@ -656,7 +663,7 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
                 arguments=asked.arguments,
                 reason=asked.reason,
                 timeout=asked.timeout,
-                may_ask=may_ask,
+                may_ask=True,  # ask_refusal said so
             )
         )
     except TooManyPendingError as exc:

@@ -7,12 +7,17 @@
         or {"status": "approved", "elevation_token": "<compact JWS>"}   (once)
 
 The broker verifies the asking token itself (its own keys, not revoked), files
-the request in its store in ``approvals``' format (so ``agentsudo approvals``
-and ``GET /v1/approvals`` show it whole), and bounds the requests waiting per
-agent. Only a scope the policy keeps for a human (``ask``) may be asked for;
-in dev mode (no policy file) any scope may. An admin answers as for any
-approval. The first GET after an approval returns the elevation token, and
-only that GET: the next says ``consumed``.
+the request in its store in ``approvals``' format with the token's chain (so
+``agentsudo approvals`` and ``GET /v1/approvals`` show it whole, and who acts
+for whom), and bounds the requests waiting: ``MAX_PENDING`` per chain (an agent
+acting for a root agent: a sub-agent named like another agent does not use up
+that agent's), and as many for a root agent's sub-agents together (they never
+use up their root's own). Only a scope the policy keeps for a human (``ask``)
+may be asked for; in dev mode (no policy file) any scope may. A delegated token
+asks only for what its root agent may pass on (``ask_refusal``): under a
+policy, nothing. An admin answers as for any approval. The first GET after an
+approval returns the elevation token, and only that GET: the next says
+``consumed``.
 
 The elevation token is a compact JWS signed by the broker's key, header
 ``{"alg", "kid", "typ": "elevation+jwt"}``, claims::
@@ -60,6 +65,8 @@ if TYPE_CHECKING:
     from ..tokens.claims import VerifiedClaims
     from ..tokens.jwks import KeySource
     from ..tokens.keys import SigningKey
+    from .devmode import DevPolicy
+    from .policy import Policy
 
 __all__ = [
     "ELEVATION_AUDIENCE",
@@ -67,6 +74,7 @@ __all__ = [
     "ELEVATION_TTL",
     "ELEVATION_TYPE",
     "MAX_PENDING",
+    "ask_refusal",
     "call_digest",
     "elevation_status",
     "file_elevation",
@@ -76,7 +84,7 @@ __all__ = [
 ELEVATION_TYPE = "elevation+jwt"
 ELEVATION_AUDIENCE = "agentsudo-elevation"
 ELEVATION_TTL = 60  # seconds: an elevation token is used at once, or never
-MAX_PENDING = 100  # requests waiting per agent; more are refused
+MAX_PENDING = 100  # requests waiting per chain, and of a root's sub-agents; more are refused
 MAX_TIMEOUT = 3600  # seconds a request may wait for a human
 DEFAULT_TIMEOUT = 300
 LEEWAY = 5  # seconds of clock skew allowed on an elevation token's times
@@ -125,10 +133,59 @@ def authenticate(token: str, keys: KeySource, store: Store, settings: Settings) 
     return claims
 
 
-def _pending_of(store: Store, agent: str) -> int:
+def ask_refusal(
+    policy: Policy | DevPolicy, claims: VerifiedClaims, scope: str
+) -> PermissionDeniedError | None:
+    """Why ``claims`` may not ask a human for ``scope``, or ``None`` if it may.
+
+    A token minted directly may ask for its agent's ``ask`` scopes (in dev mode, any).
+    A delegated token asks only for a scope its root agent may pass on (``delegable``):
+    delegation narrows what a sub-agent may ask a human for as it narrows what it holds,
+    and what a human approved would otherwise reach beyond what the sub-agent could ever
+    be given. Under a policy a scope is granted or asked for, never both, so ``delegable``
+    holds no ``ask`` scope and a delegated token asks for nothing: its root's own token
+    asks. In dev mode everything may be passed on, so it may ask.
+    """
+    from ..tokens.delegation import scope_outside
+    from ..tokens.scopes import ScopeSet
+    from .devmode import DevPolicy
+    from .exchange import delegation_rules
+
+    agent = claims.agent
+    if claims.delegation is not None:
+        delegable, _ = delegation_rules(policy, claims.subject)
+        if scope_outside(ScopeSet([scope]), delegable) is not None:
+            passable = delegable.claim() or "nothing"
+            return PermissionDeniedError(
+                f"agent {agent!r} holds a delegated token (chain {' > '.join(claims.chain)}): "
+                f"it may ask a human only for what {claims.subject!r} may pass on "
+                f"({passable}), not {scope!r}",
+                agent=agent,
+                scope=scope,
+                expected=delegable.scopes,
+                found=scope,
+            )
+    if isinstance(policy, DevPolicy) or policy.needs_human(claims.subject, scope):
+        return None
+    return PermissionDeniedError(
+        f"the policy does not let agent {agent!r} ask a human for {scope!r}",
+        agent=agent,
+        scope=scope,
+        expected="an ask scope",
+        found="not askable",
+    )
+
+
+def _pending_of(store: Store, chain: tuple[str, ...]) -> tuple[int, int]:
+    """Requests waiting of this very chain, and of every sub-agent of its root agent."""
     from ..state.approvals import pending
 
-    return sum(1 for request in pending(store) if request.agent == agent)
+    same = delegated = 0
+    for request in pending(store):
+        theirs = request.chain or (request.agent,)
+        same += theirs == chain
+        delegated += request.delegated and request.root == chain[0]
+    return same, delegated
 
 
 _FILING = threading.Lock()  # the count and the write of one request, one at a time here
@@ -149,13 +206,16 @@ def file_elevation(
     """File one call's request for a human, as the approvals of the store are.
 
     :param arguments: the call's canonical arguments (``canonical_arguments``), as text.
-    :param may_ask: whether the policy lets this agent ask for ``scope`` at all.
+    :param may_ask: whether the policy lets this token ask for ``scope`` at all
+        (``ask_refusal``).
     :raises PermissionDeniedError: the policy keeps ``scope`` from a human's answer.
-    :raises TooManyPendingError: the agent has ``max_pending`` requests waiting.
+    :raises TooManyPendingError: ``max_pending`` requests wait already of this chain (the
+        token's agent acting for its root), or of its root's sub-agents together.
     :raises ConfigError: arguments that are not canonical JSON of an object, too large,
         or a bad timeout.
     """
     agent = claims.agent  # a delegated token: the sub-agent acting (tokens.delegation)
+    chain = claims.chain  # (root, ..., agent): counted and shown by it, not by the name
     if not may_ask:
         raise PermissionDeniedError(
             f"the policy does not let agent {agent!r} ask a human for {scope!r}",
@@ -190,20 +250,29 @@ def file_elevation(
         reason=reason or "not granted",
         created_at=now,
         expires_at=now + wait,
-        binding=binding(request_id, agent, claims.jti, scope, function, digest),
+        binding=binding(request_id, agent, claims.jti, scope, function, digest, chain),
+        chain=chain,
     )
     with _FILING:
-        if _pending_of(store, agent) >= max_pending:
-            raise TooManyPendingError(
-                f"agent {agent!r} has {max_pending} requests waiting for a human already",
-                agent=agent,
-                scope=scope,
-                expected=f"fewer than {max_pending} waiting",
-                found="too many waiting",
-            )
+        same, delegated = _pending_of(store, chain)
+        if same >= max_pending:
+            who = f"agent {agent!r}" + (f" acting for {chain[0]!r}" if len(chain) > 1 else "")
+            raise _too_many(f"{who} has", max_pending, agent, scope)
+        if len(chain) > 1 and delegated >= max_pending:
+            raise _too_many(f"the sub-agents of {chain[0]!r} have", max_pending, agent, scope)
         stored = json.dumps(request.to_dict())
         store.put(REQUEST + request_id, stored, expires_at=request.expires_at + KEEP)
     return request
+
+
+def _too_many(who: str, max_pending: int, agent: str, scope: str) -> TooManyPendingError:
+    return TooManyPendingError(
+        f"{who} {max_pending} requests waiting for a human already",
+        agent=agent,
+        scope=scope,
+        expected=f"fewer than {max_pending} waiting",
+        found="too many waiting",
+    )
 
 
 def mint_elevation(

@@ -32,13 +32,30 @@ refused delegation, ``reason``: one answer that both an OAuth library and
 ``resource``, ``actor_token`` and ``actor_token_type`` are refused, not
 ignored, as is any parameter but ``audience`` given twice.
 
+``actor`` names the sub-agent, never another agent of the policy (nor one
+differing from it only in case) but the parent's own acting agent: a sub-agent's
+elevation requests, audit lines and approvals would otherwise wear that
+agent's name.
+
+Every request takes one from a rate-limit bucket (``broker.ratelimit``) before
+anything is read or verified: on the socket its uid's, over TCP its address's
+(``peer._peer_key``: an IPv4 address, an IPv6 /64). Over TCP, once the token
+verifies, one more from the bucket of its root agent at that address: a token
+holder elsewhere (a compromised sub-agent) cannot use up its root's.
+
 Every exchange and every refusal is a broker audit event (``exchanged``,
-``broker_refused`` with ``action: exchange``) carrying the chain; never the token.
+``broker_refused`` with ``action: exchange``) carrying the chain and what was
+asked, clipped; never the token; over TCP with the ``address``. Refusals over
+TCP before a token verifies (garbage, a forged or revoked token, a malformed
+form) and refusals over the limit come at line rate: they are audited once per
+address in a window and counted (``QuietRefusals``), as requests without a
+credential are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -51,7 +68,6 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import (
     AgentSudoError,
-    ConfigError,
     DelegationRefusedError,
     InvalidScopeError,
     InvalidTokenError,
@@ -63,9 +79,10 @@ from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE, M
 from ..tokens.revocation import agent_cutoff, check_revoked, iso_time
 from ..tokens.scopes import ScopeSet
 from ..tokens.verifier import Verifier, decode_unverified
+from .audit import _clipped
 from .devmode import DevPolicy
 from .exchange_request import ExchangeError, ExchangeRequest, parse_exchange_form
-from .peer import peer_of
+from .peer import _peer_key, peer_of
 from .policy import Policy
 
 __all__ = [
@@ -161,11 +178,32 @@ def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
     return claims
 
 
-def _mint(broker: Any, asked: ExchangeRequest, seen: list[VerifiedClaims]) -> _Minted:
-    """Verify the parent (into ``seen``), narrow, mint: in a worker thread (store, signature)."""
-    parent = _verified_parent(broker, asked.subject_token)
-    seen.append(parent)
-    delegable, max_depth = delegation_rules(broker.policy, parent.subject)
+def _check_actor(policy: Policy | DevPolicy, parent: VerifiedClaims, actor: str | None) -> None:
+    """An actor may not take the name of another agent of the policy (nor one that differs
+    from it only in case): its requests would be filed, counted and shown under that agent.
+
+    :raises DelegationRefusedError: it does.
+    """
+    if actor is None or actor == parent.agent or isinstance(policy, DevPolicy):
+        return
+    folded = actor.casefold()
+    named = next((name for name in policy.agents if name.casefold() == folded), None)
+    if named is not None:
+        raise DelegationRefusedError(
+            f"actor {actor!r} is the name of agent {named!r} of the policy: a sub-agent "
+            "acts under a name of its own",
+            reason="actor",
+            agent=parent.agent,
+            expected="a name no other agent of the policy has",
+            found=actor,
+        )
+
+
+def _mint(broker: Any, asked: ExchangeRequest, parent: VerifiedClaims) -> _Minted:
+    """Narrow the verified parent and mint: in a worker thread (store, signature)."""
+    policy = broker.policy
+    _check_actor(policy, parent, asked.actor)
+    delegable, max_depth = delegation_rules(policy, parent.subject)
     if not delegable.scopes:
         raise DelegationRefusedError(
             f"the policy of agent {parent.subject!r} lets it pass nothing on (no delegable)",
@@ -181,7 +219,7 @@ def _mint(broker: Any, asked: ExchangeRequest, seen: list[VerifiedClaims]) -> _M
         audience=asked.audience,
         ttl=asked.ttl,
         now=now,
-        default_ttl=getattr(broker.policy, "default_ttl", settings.ttl),
+        default_ttl=getattr(policy, "default_ttl", settings.ttl),
         max_depth=max_depth,
         delegable=delegable,
     )
@@ -285,7 +323,14 @@ async def _form_body(request: Request, broker: Any) -> bytes:
         raise ExchangeError("invalid_request", "the client left before its body") from None
 
 
-def _limit(broker: Any, who: str, *, caller: str | None, agent: str | None) -> None:
+def _limit(
+    broker: Any,
+    who: str,
+    *,
+    caller: str | None = None,
+    agent: str | None = None,
+    address: str | None = None,
+) -> None:
     wait = broker.limits.take(("exchange", who))
     if wait <= 0:
         return
@@ -297,6 +342,7 @@ def _limit(broker: Any, who: str, *, caller: str | None, agent: str | None) -> N
         reason=f"over the rate limit: {rule}",
         caller=caller,
         agent=agent,
+        address=address,
     )
     seconds = max(1, math.ceil(wait))
     raise ExchangeError(
@@ -308,29 +354,41 @@ def _limit(broker: Any, who: str, *, caller: str | None, agent: str | None) -> N
     )
 
 
+def _address_of(request: Request) -> str:
+    """Whom a TCP request counts against: its IPv4 address or IPv6 /64 (``peer._peer_key``)."""
+    client = request.client
+    return _peer_key(None, (client.host, client.port) if client else None) or "unknown"
+
+
 async def exchange_endpoint(request: Request) -> Response:
     """``POST /v1/oauth/token``: an RFC 8693 token exchange (see the module docs)."""
     broker = request.app.state.broker
     peer = peer_of(request.scope)
     caller = f"uid:{peer.uid}" if peer is not None else None
+    address = None if peer is not None else _address_of(request)
     asked: ExchangeRequest | None = None
-    seen: list[VerifiedClaims] = []  # the parent, once verified: its chain goes in the audit
+    parent: VerifiedClaims | None = None  # once verified: its chain goes in the audit
     try:
-        if caller is not None:  # on the socket, by uid before any work
-            _limit(broker, caller, caller=caller, agent=None)
+        # Before any work: on the socket by uid, over TCP by address (garbage included).
+        _limit(broker, caller or str(address), caller=caller, address=address)
         asked = parse_exchange_form(await _form_body(request, broker))
-        if caller is None:  # over TCP, by the token's agent once it verifies
-            peek = await asyncio.to_thread(_verified_parent, broker, asked.subject_token)
-            _limit(broker, f"agent:{peek.subject}", caller=None, agent=peek.agent)
-        minted = await asyncio.to_thread(_mint, broker, asked, seen)
+        parent = await asyncio.to_thread(_verified_parent, broker, asked.subject_token)
+        if address is not None:  # and by its root agent from there: not by the agent alone,
+            who = f"agent:{parent.subject} at {address}"  # which a sub-agent could use up
+            _limit(broker, who, agent=parent.agent, address=address)
+        minted = await asyncio.to_thread(_mint, broker, asked, parent)
     except Exception as exc:
         answer = _error_of(exc)
         if answer.status >= 500 and not isinstance(exc, AgentSudoError):
             _log.exception("POST %s failed", EXCHANGE_PATH)
-        if answer.status != 429:  # a rate-limit refusal is audited quietly
-            _refused(broker, caller, asked, seen[0] if seen else None, answer.description)
+        if answer.status == 429:
+            pass  # audited quietly by _limit
+        elif parent is None and address is not None:  # no token verified over TCP: quietly
+            _quietly_refused(broker, address, answer.description)
+        else:
+            _refused(broker, caller, address, asked, parent, answer.description)
         return answer.response()
-    parent, claims = seen[0], minted.claims
+    claims = minted.claims
     broker.audit.record(  # before the token is handed out
         "exchanged",
         agent=minted.chain[-1],
@@ -342,6 +400,7 @@ async def exchange_endpoint(request: Request) -> Response:
         audience=claims["aud"],
         ttl=minted.ttl,
         caller=caller,
+        address=address,
     )
     body = {
         "access_token": minted.token,
@@ -353,24 +412,33 @@ async def exchange_endpoint(request: Request) -> Response:
     return JSONResponse(body, headers={"cache-control": "no-store", "pragma": "no-cache"})
 
 
+def _quietly_refused(broker: Any, address: str, reason: str) -> None:
+    """A TCP exchange refused before a token verified: audited once a window per address,
+    then counted (``broker.ratelimit.QuietRefusals``), as a TCP request without a credential."""
+    with contextlib.suppress(AgentSudoError):  # logged by the audit itself
+        broker.quiet.refuse(
+            "exchange", address, action="exchange", reason=_clipped(reason), address=address
+        )
+
+
 def _refused(
     broker: Any,
     caller: str | None,
+    address: str | None,
     asked: ExchangeRequest | None,
     parent: VerifiedClaims | None,
     reason: str,
 ) -> None:
-    """A refused exchange in the broker's audit: what was asked, never the token."""
+    """A refused exchange in the broker's audit: what was asked (clipped), never the token."""
     chain: Sequence[str] | None = parent.chain if parent is not None else None
-    try:
+    with contextlib.suppress(AgentSudoError):  # logged by the audit; the refusal stands
         broker.audit.record(
             "broker_refused",
             action="exchange",
             agent=parent.agent if parent is not None else None,
             chain=list(chain) if chain else None,
-            asked=asked.asked() if asked is not None else None,
-            reason=reason,
+            asked=_clipped(asked.asked()) if asked is not None else None,
+            reason=_clipped(reason),
             caller=caller,
+            address=address,
         )
-    except ConfigError:
-        pass  # StoreUnavailableError: the audit logged it; the refusal stands

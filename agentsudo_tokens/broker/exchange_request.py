@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 
 from ..errors import InvalidScopeError
-from ..tokens.claims import is_agent_name
+from ..tokens.claims import MAX_AUDIENCES, MAX_NAME, is_agent_name
 from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 from ..tokens.scopes import ScopeSet
 
@@ -40,6 +40,8 @@ _UNSUPPORTED = {
     ),
 }
 _PREFIX = "urn:agentsudo:problem:"
+_AUDIT_ITEMS = 8  # of each list asked, kept in a refusal's audit event
+_AUDIT_TEXT = 100  # characters of each item kept there
 
 
 class ExchangeError(Exception):
@@ -106,17 +108,29 @@ class ExchangeRequest:
     issued_token_type: str
 
     def asked(self) -> dict[str, Any]:
-        """What was asked, for the audit: never the token."""
+        """What was asked, for the audit: never the token, and little of a long request
+        (a refusal is audited, and the audit must not be a way to write much)."""
         asked: dict[str, Any] = {}
         if self.scopes is not None:
-            asked["scopes"] = list(self.scopes.scopes)
+            asked["scopes"] = _few(self.scopes.scopes)
         if self.audience is not None:
-            asked["audience"] = list(self.audience)
+            asked["audience"] = _few(self.audience)
         if self.actor is not None:
             asked["actor"] = self.actor
         if self.ttl is not None:
             asked["ttl"] = self.ttl
         return asked
+
+
+def _few(items: tuple[str, ...]) -> list[str]:
+    """At most ``_AUDIT_ITEMS`` items of at most ``_AUDIT_TEXT`` characters, saying so."""
+    kept = [
+        item if len(item) <= _AUDIT_TEXT else f"{item[:_AUDIT_TEXT]}... ({len(item)} characters)"
+        for item in items[:_AUDIT_ITEMS]
+    ]
+    if len(items) > _AUDIT_ITEMS:
+        kept.append(f"... ({len(items)} in all)")
+    return kept
 
 
 def _fields(raw: bytes) -> dict[str, list[str]]:
@@ -201,6 +215,13 @@ def parse_exchange_form(raw: bytes) -> ExchangeRequest:
             raise _invalid(f"expires_in: expected whole seconds, found {_shown(ttl_text)}")
         ttl = int(ttl_text)
     audience = fields.get("audience")
+    if audience is not None and (
+        len(audience) > MAX_AUDIENCES or any(len(item) > MAX_NAME for item in audience)
+    ):
+        raise _invalid(
+            f"audience: expected at most {MAX_AUDIENCES} names of at most {MAX_NAME} characters",
+            "invalid_target",
+        )
     return ExchangeRequest(
         token,
         scopes,

@@ -6,12 +6,14 @@
     deny(store, "apr_Xb3...", reason="too large")
 
 A request is ``approval:<id>`` (JSON: agent, token ``jti``, scope, function,
-reason and the call's arguments, whole, as canonical JSON); an answer is
+reason and the call's arguments, whole, as canonical JSON; ``chain``, who acts
+for whom, when the broker filed it, absent in older requests); an answer is
 ``approval-answer:<id>``, written with an atomic add so the first answer wins,
 and carrying the request's binding: a SHA-256 over the request id, agent,
-``jti``, scope, function and the SHA-256 of the arguments' canonical JSON. So
-what a person reads is exactly what the approval is bound to, and an answer to
-one request never releases another, even one with identical arguments.
+``jti``, scope, function, the SHA-256 of the arguments' canonical JSON and, for
+a sub-agent, the chain. So what a person reads is exactly what the approval is
+bound to, and an answer to one request never releases another, even one with
+identical arguments.
 
 The canonical JSON (sorted keys, no spaces, ASCII with ``\\u`` escapes, no
 NaN) is at most ``MAX_ARGUMENTS`` bytes: a call with larger arguments is
@@ -28,7 +30,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -116,10 +118,21 @@ def arguments_digest(arguments: Mapping[str, Any]) -> str:
 
 
 def binding(
-    request_id: str, agent: str, jti: str | None, scope: str, function: str, digest: str
+    request_id: str,
+    agent: str,
+    jti: str | None,
+    scope: str,
+    function: str,
+    digest: str,
+    chain: Sequence[str] = (),
 ) -> str:
-    """What an approval is bound to: one request, agent (and token), scope, function, arguments."""
-    return text_digest(canonical_json([request_id, agent, jti, scope, function, digest]))
+    """What an approval is bound to: one request, agent (and token), scope, function,
+    arguments, and a sub-agent's chain (a request of a root agent's own token, or one
+    stored without a chain, binds as before)."""
+    bound: list[Any] = [request_id, agent, jti, scope, function, digest]
+    if len(chain) > 1:
+        bound.append(list(chain))
+    return text_digest(canonical_json(bound))
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,19 @@ class ApprovalRequest:
     created_at: float
     expires_at: float
     binding: str = field(repr=False)
+    # Who acts for whom, root agent first (VerifiedClaims.chain), when the broker filed it;
+    # () in a request filed in-process or before chains were kept.
+    chain: tuple[str, ...] = ()
+
+    @property
+    def delegated(self) -> bool:
+        """Whether a sub-agent asks, for the root agent first in ``chain``."""
+        return len(self.chain) > 1
+
+    @property
+    def root(self) -> str:
+        """The agent on whose behalf the request is made: first in the chain, else ``agent``."""
+        return self.chain[0] if self.chain else self.agent
 
     @property
     def arguments(self) -> Mapping[str, str]:
@@ -147,13 +173,16 @@ class ApprovalRequest:
     def consistent(self) -> bool:
         """Whether the hash and the binding are those of what this request shows."""
         digest = text_digest(self.arguments_json)
-        bound = binding(self.id, self.agent, self.jti, self.scope, self.function, digest)
+        bound = binding(
+            self.id, self.agent, self.jti, self.scope, self.function, digest, self.chain
+        )
         return self.arguments_sha256 == digest and self.binding == bound
 
     def to_dict(self) -> dict[str, Any]:
         """The request as a JSON-ready dict; ``arguments`` is the parsed canonical JSON."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "arguments_json"}
         data["arguments"] = json.loads(self.arguments_json)
+        data["chain"] = list(self.chain)
         return data
 
     @classmethod
@@ -165,7 +194,10 @@ class ApprovalRequest:
             if not isinstance(arguments, dict):
                 raise TypeError("arguments")
             data["arguments_json"] = canonical_arguments(arguments)
-            request = cls(**data)
+            chain = data.pop("chain", [])  # absent in a request stored before chains were kept
+            if not isinstance(chain, list) or not all(isinstance(name, str) for name in chain):
+                raise TypeError("chain")
+            request = cls(**data, chain=tuple(chain))
         except (TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ValueError("not an approval request") from exc
         texts = [getattr(request, name) for name in _TEXT_FIELDS]
@@ -175,6 +207,7 @@ class ApprovalRequest:
             or not isinstance(request.jti, str | None)
             or not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times)
             or len(request.arguments_json) > MAX_ARGUMENTS
+            or (request.chain and request.chain[-1] != request.agent)
             or not request.consistent()
         ):
             raise ValueError("not a consistent approval request")
@@ -189,8 +222,11 @@ class ApprovalRequest:
         return f"{text[:limit]}... (shortened; agentsudo approvals show {self.id})"
 
     def describe(self, limit: int | None = None) -> str:
-        """One line: agent, scope, call (the call cut at ``limit``, saying so)."""
-        return f"agent {self.agent!r} asks for {self.scope!r} to call {self.call(limit)}"
+        """One line: agent (and its chain), scope, call (the call cut at ``limit``, saying so)."""
+        who = f"agent {self.agent!r}"
+        if self.delegated:
+            who += f" (chain {' > '.join(self.chain)})"
+        return f"{who} asks for {self.scope!r} to call {self.call(limit)}"
 
 
 @dataclass(frozen=True)

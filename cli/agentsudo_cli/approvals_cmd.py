@@ -2,6 +2,7 @@
 
 $ agentsudo approvals
 apr_Q2xV...  SupportBot  write:refunds  process_refund(amount=5000, order_id="o1")  4m 51s left
+apr_Z9kP...  Orchestrator>Summarizer  read:secrets  fetch(id="s1")  2m 03s left
 $ agentsudo approvals show apr_Q2xV...   # everything, the arguments whole
 $ agentsudo approve apr_Q2xV...          # that one call proceeds, once
 $ agentsudo deny apr_Q2xV... --reason "too large"
@@ -11,7 +12,9 @@ see and answer them; the broker records who answered (the caller's uid or
 credential). The list cuts a long call and says so ("... (shortened; agentsudo approvals
 show ID)"); ``show`` never cuts. Everything printed is passed through
 ``terminal_safe``: a name or an argument cannot forge a row or drive the
-terminal.
+terminal. A sub-agent's request shows its chain, root agent first
+(``Orchestrator>Summarizer`` in the list, a ``chain`` line in ``show``); a
+request stored before chains were kept shows its agent alone.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def _cut(text: str, limit: int, request_id: str) -> str:
 
 def _row(request: ApprovalRequest, now: float) -> str:
     left = describe_remaining(request.expires_at - now)
-    agent = _cut(request.agent, NAME, request.id)
+    who = ">".join(request.chain) if request.delegated else request.agent  # root>...>agent
+    agent = _cut(who, NAME if not request.delegated else 2 * NAME, request.id)
     scope = _cut(request.scope, NAME, request.id)
     return terminal_safe(f"{request.id}  {agent}  {scope}  {request.call(LISTED)}  {left} left")
 
@@ -121,6 +125,7 @@ def show(request_id: str, store: str | None, as_json: bool, keys_dir: Path | Non
     lines = [
         f"request    {request.id}",
         f"agent      {request.agent}",
+        *([f"chain      {' > '.join(request.chain)}"] if request.delegated else []),
         f"token jti  {request.jti if request.jti is not None else '- (unsigned session)'}",
         f"scope      {request.scope}",
         f"function   {request.function}",

@@ -378,7 +378,10 @@ def test_exchanges_are_rate_limited_per_caller(tmp_path: Path) -> None:
         running.stop()
 
 
-def test_a_sub_agent_asking_a_human_is_filed_under_it_with_its_chain(broker: Broker) -> None:
+def test_a_sub_agent_may_not_ask_a_human_for_its_roots_ask_scope(broker: Broker) -> None:
+    """Delegation narrows what a sub-agent may ask a human for (``delegable``): under a policy,
+    nothing (``tests/broker/test_elevation_delegated.py`` has the rest)."""
+    from agentsudo_tokens.errors import PermissionDeniedError
     from agentsudo_tokens.state.approvals import canonical_arguments
 
     child = broker.client.exchange(_root(broker), actor="Summarizer", scopes=["read:orders"])
@@ -388,11 +391,11 @@ def test_a_sub_agent_asking_a_human_is_filed_under_it_with_its_chain(broker: Bro
         "function": "app.delete_customer",
         "arguments": canonical_arguments({"customer_id": "c-42"}),
     }
-    filed = broker.client.request("POST", "/v1/elevations", body)
-    shown = broker.client.approval(filed["id"])
-    assert shown.agent == "Summarizer"
-    event = [e for e in _audit(broker) if e["outcome"] == "elevation_requested"][-1]
-    assert event["agent"] == "Summarizer" and event["chain"] == ["Orchestrator", "Summarizer"]
+    with pytest.raises(PermissionDeniedError, match="delegated token"):
+        broker.client.request("POST", "/v1/elevations", body)
+    assert broker.client.approvals() == []
+    event = _audit(broker)[-1]
+    assert event["outcome"] == "broker_refused" and event["action"] == "elevation"
 
 
 def test_names_kept_in_two_places_agree() -> None:
