@@ -124,6 +124,15 @@ def verify_file(
         click.echo(json.dumps(result))
     elif not report.ok and report.bad_line is None:
         click.echo(terminal_safe(f"agentsudo: TAMPERED: {report.problem}"), err=True)
+    elif not report.ok and UNKNOWN_KEY in (report.problem or ""):
+        click.echo(  # a retired key's head: not a changed file, but not one we can vouch for
+            terminal_safe(
+                f"agentsudo: CANNOT VERIFY: line {report.bad_line}: {report.problem}; give "
+                f"--jwks the public keys kept from before that key was retired "
+                f"({report.events} events verified before it)"
+            ),
+            err=True,
+        )
     elif not report.ok:
         click.echo(
             terminal_safe(
@@ -149,6 +158,9 @@ def verify_file(
         )
     if not result["ok"]:
         raise SystemExit(1)
+
+
+UNKNOWN_KEY = "which the JWKS does not hold"  # broker.audit_verify's words for an unknown kid
 
 
 def _broker_head(load_keys: Callable[[], KeySource]) -> SignedHead | None:

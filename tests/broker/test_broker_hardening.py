@@ -193,6 +193,8 @@ def test_the_broker_follows_a_key_rotation_without_a_restart(tmp_path: Path) -> 
         while kid_of(token := broker.client.issue("SupportBot")["token"]) != new:
             assert time.monotonic() < deadline, "the broker kept its first key"
             time.sleep(0.2)
+        kept = sh("keys", "jwks", "--keys-dir", "keys", cwd=tmp_path)  # as the README says
+        (tmp_path / "jwks-kept.json").write_text(kept.stdout)
         assert sh("keys", "retire", old, "--keys-dir", "keys", cwd=tmp_path).returncode == 0
         time.sleep(1.2)  # the broker looks at most once a second
         token = broker.client.issue("SupportBot")["token"]
@@ -206,3 +208,9 @@ def test_the_broker_follows_a_key_rotation_without_a_restart(tmp_path: Path) -> 
     assert any(e["outcome"] == "key_changed" and e["kid"] == new for e in events)
     again = Broker(tmp_path)  # its kept head is the new key's: no false alarm
     assert again.stop() == 0 and "cut or replaced" not in again.stderr
+    log_path = str(tmp_path / "keys" / "broker-audit.jsonl")
+    current = sh("audit", "verify", log_path, "--jwks", "keys/jwks.json", cwd=tmp_path)
+    assert current.returncode == 1 and "CANNOT VERIFY" in current.stderr  # not "TAMPERED"
+    assert "TAMPERED" not in current.stderr
+    whole = sh("audit", "verify", log_path, "--jwks", "jwks-kept.json", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
