@@ -280,7 +280,7 @@ class BrokerClient:
         The token is the credential: no broker credential is needed.
 
         :param actor: the sub-agent's name; default the token's own agent.
-        :param scopes: within the token's (default: all of them).
+        :param scopes: within the token's (default: all of them that may be passed on).
         :param audience: within the token's (default: the same).
         :param ttl: seconds, no longer than the token has left (default: the broker's TTL,
             cut to that).

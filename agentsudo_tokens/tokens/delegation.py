@@ -224,7 +224,8 @@ def narrow(
 
     :param actor: the sub-agent's name (checked by the caller); ``None``: the parent's own
         agent (a narrowed copy).
-    :param scopes: ``None``: the parent's scopes.
+    :param scopes: ``None``: the parent's scopes that ``delegable`` covers (those it holds
+        but may not pass on are left out, not refused).
     :param audience: ``None``: the parent's audience.
     :param ttl: seconds; ``None``: ``default_ttl``, cut to what the parent has left.
     :param max_depth: how many exchanges from the root token the policy allows.
@@ -252,7 +253,24 @@ def narrow(
             expected=max_depth,
             found=depth,
         )
-    asked = parent.scopes if scopes is None else scopes
+    if scopes is None:  # the parent's scopes that may be passed on whole
+        given = [
+            scope for scope in parent.scopes.scopes
+            if scope_outside(ScopeSet([scope]), delegable) is None
+        ]  # fmt: skip
+        if not given:
+            raise _refuse(
+                "not_delegable",
+                f"none of the parent token's scopes may be passed on whole: name those to pass "
+                f"on (the policy of agent {parent.subject!r} lets it delegate "
+                f"{delegable.claim() or 'nothing'})",
+                agent=acting,
+                expected=delegable.scopes,
+                found=parent.scopes.scopes,
+            )
+        asked = ScopeSet(given)
+    else:
+        asked = scopes
     if not asked.scopes:
         raise _refuse("scope", "expected at least one scope, found none", agent=acting)
     beyond = scope_outside(asked, parent.scopes)

@@ -63,12 +63,12 @@ def run(
     narrows its own token for the child by token exchange (RFC 8693):
       agentsudo run --scopes read:orders -- python summarizer.py
       agentsudo run --agent Summarizer --scopes read:orders --ttl 5m -- python s.py
-    --scopes, --aud and --ttl default to the token's own (the TTL to the broker's,
-    cut to the token's expiry); --agent names the sub-agent (default: the agent
-    itself). Asking for more than the token holds, or than its policy lets it pass
-    on, is refused in one line. Revoking the token revokes the child's. The child's exit
-    status is passed through (128+N when a signal N ends it; 127 when COMMAND
-    is not found, as in a shell).
+    --scopes, --aud and --ttl default to the token's own (the scopes it may pass
+    on; the TTL to the broker's, cut to the token's expiry); --agent names the
+    sub-agent (default: the agent itself). Asking for more than the token holds,
+    or than its policy lets it pass on, is refused in one line. Revoking the
+    token revokes the child's. The child's exit status is passed through (128+N
+    when a signal N ends it; 127 when COMMAND is not found, as in a shell).
 
     With --dpop the token is bound to a key pair made here, in memory: a copy of
     the token (a log, a service that saw it) is useless without the key. The

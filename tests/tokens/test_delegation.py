@@ -143,6 +143,18 @@ def test_narrow_keeps_everything_within_the_parent(parent: VerifiedClaims) -> No
     assert child.ancestors == (parent.jti,)
 
 
+def test_by_default_a_child_gets_the_parent_scopes_it_may_pass_on(parent: VerifiedClaims) -> None:
+    """A parent holding one scope it may not pass on used to make every exchange without
+    named scopes fail; the child now gets the rest, and never a scope beyond delegable."""
+    passable = [s for s in parent.scopes.scopes if s.startswith("read:")]
+    assert passable and len(passable) < len(parent.scopes.scopes)
+    child = _narrow(parent, delegable=ScopeSet(["read:**"]))
+    assert child.scopes.scopes == tuple(passable)
+    with pytest.raises(DelegationRefusedError) as refused:
+        _narrow(parent, delegable=ScopeSet(["admin:**"]))
+    assert refused.value.reason == "not_delegable" and "none of the parent" in str(refused.value)
+
+
 def test_narrow_defaults_to_the_parent_cut_to_its_exp(parent: VerifiedClaims) -> None:
     child = _narrow(parent)
     assert child.scopes == parent.scopes
