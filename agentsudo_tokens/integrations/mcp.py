@@ -182,7 +182,7 @@ class AgentSudoTokenVerifier:
         granted += [s for s in self.required_scopes if s not in granted and agent.has_scope(s)]
         access = AgentSudoAccessToken(
             token=token,
-            client_id=claims.subject,
+            client_id=claims.agent,  # the acting agent: for a delegated token, its act.sub
             subject=claims.subject,
             scopes=granted,
             expires_at=claims.expires_at,

@@ -392,3 +392,19 @@ def test_the_scope_map_covers_mcp_tools(tmp_path: Path) -> None:
         sys.modules.pop("mcp_tools_mod", None)
     assert "mcp:lookup_order" in mapped["read:orders"]
     assert not any("ping" in name for names in mapped.values() for name in names)
+
+
+def test_a_delegated_token_is_the_acting_agents_client(
+    key_dir: KeyDirectory, issuer: Issuer
+) -> None:
+    """``client_id`` is who acts (the outermost ``act``), ``subject`` on whose behalf (RFC 8693)."""
+    from agentsudo_tokens.tokens.delegation import Delegation
+
+    verifier = Verifier(JwksFile(key_dir.jwks_path))
+    parent = verifier.verify(issuer.issue("OrdersBot", ["read:*"]).token)
+    child = issuer.issue(
+        "OrdersBot", ["read:orders"], delegation=Delegation(("Summarizer",), (parent.jti,))
+    )
+    access = anyio.run(AgentSudoTokenVerifier(verifier).verify_token, child.token)
+    assert access is not None
+    assert (access.client_id, access.subject) == ("Summarizer", "OrdersBot")
