@@ -96,3 +96,22 @@ def test_jose_refuses_a_key_missing_from_the_jwks(keydir: KeyDirectory, tmp_path
     other = KeyDirectory.init(tmp_path / "other", alg=keydir.active().alg)
     token = Issuer(other.signing_key()).issue("SupportBot", "read:orders").token
     assert "ERR_JWKS_NO_MATCHING_KEY" in _refusal(keydir, token, "agentsudo", "agentsudo")
+
+
+def test_a_delegated_token_verifies_with_jose_chain_and_all(keydir: KeyDirectory) -> None:
+    """A token made by exchange is a plain JWT to another stack: jose verifies it and sees the
+    chain (``act``, RFC 8693) and the ancestors' jtis as the broker minted them."""
+    from agentsudo_tokens.tokens.delegation import Delegation
+
+    issuer = Issuer(keydir.signing_key(), issuer="orders-issuer")
+    root = issuer.issue("Orchestrator", ["read:*"], audience="billing")
+    child = issuer.issue(
+        "Orchestrator",
+        ["read:orders"],
+        audience="billing",
+        delegation=Delegation(("Summarizer", "Helper"), (root.claims["jti"], "b" * 22)),
+    )
+    result = _verified(keydir, child.token, "orders-issuer", "billing")
+    assert result["payload"] == dict(child.claims)
+    assert result["payload"]["act"] == {"sub": "Helper", "act": {"sub": "Summarizer"}}
+    assert result["payload"]["ancestors"] == [root.claims["jti"], "b" * 22]
