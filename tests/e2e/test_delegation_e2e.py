@@ -9,22 +9,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker_harness import Broker
 from installed_cli import AGENTSUDO, sh
+from orders_service import ask, service, until
 
 from agentsudo_tokens import Agent, KeySet, Verifier, current_agent, sudo
 from agentsudo_tokens.audit.events import set_audit_log
@@ -214,59 +209,6 @@ SERVICE = """
 """
 
 
-def _status(url: str, token: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
-
-
-def _until(url: str, token: str, status: int, timeout: float = 30.0) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = _status(url, token)
-        if found[0] == status or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def _service(env: dict[str, str], cwd: Path) -> Iterator[str]:
-    """The service under uvicorn on a free loopback port, until the block ends."""
-    (cwd / "svc.py").write_text(textwrap.dedent(SERVICE))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "uvicorn", "svc:app", "--app-dir", str(cwd)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/orders"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-            except urllib.error.HTTPError:
-                break  # answering (401 without a token)
-            except OSError:
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
-
-
 def test_revoking_an_ancestor_refuses_every_descendant_at_a_running_service(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -284,31 +226,31 @@ def test_revoking_an_ancestor_refuses_every_descendant_at_a_running_service(
         "AGENTSUDO_REVOCATIONS_REFRESH": "1",
         "AGENTSUDO_REVOCATIONS_MAX_STALE": "30",
     }
-    with _service(env, workdir) as url:
+    with service(env, workdir, SERVICE) as url:
         for token, name in ((root, "Orchestrator"), (child, "Summarizer"),
                             (grandchild, "Helper"), (sibling, "Other")):  # fmt: skip
-            status, body = _status(url, token)
+            status, body = ask(url, token)
             assert status == 200, body
             assert json.loads(body)["read_by"] == name
-        assert json.loads(_status(url, grandchild)[1])["chain"] == [
+        assert json.loads(ask(url, grandchild)[1])["chain"] == [
             "Orchestrator", "Summarizer", "Helper"
         ]  # fmt: skip
 
         client.revoke(token=child, reason="the summarizer misbehaved")
-        status, body = _until(url, grandchild, 401)
+        status, body = until(url, grandchild, 401)
         assert status == 401 and "revoked" in body, body
-        assert _status(url, child)[0] == 401
-        assert _status(url, root)[0] == 200  # above the revoked token: untouched
-        assert _status(url, sibling)[0] == 200
+        assert ask(url, child)[0] == 401
+        assert ask(url, root)[0] == 200  # above the revoked token: untouched
+        assert ask(url, sibling)[0] == 200
         for token in (child, grandchild):
             with pytest.raises(Exception, match="revoked"):
                 with_store.verify(token)
         assert with_store.verify(sibling).agent == "Other"
 
         client.revoke(agent="Orchestrator")  # the kill switch of the root agent
-        status, body = _until(url, sibling, 401)
+        status, body = until(url, sibling, 401)
         assert status == 401, body
-        assert _status(url, root)[0] == 401
+        assert ask(url, root)[0] == 401
         with pytest.raises(Exception, match="revoked"):
             with_store.verify(sibling)
 

@@ -9,25 +9,20 @@ AGENTSUDO_JWKS and AGENTSUDO_REVOCATIONS set: no store, nothing writable.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
 import socketserver
-import subprocess
-import sys
 import tempfile
-import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from orders_service import ask, service, until
 
 from agentsudo_tokens import (
     BadSignatureError,
@@ -581,58 +576,6 @@ SERVICE = """
 """
 
 
-def _status(url: str, token: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
-
-
-def _until(url: str, token: str, status: int, timeout: float = 30.0) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = _status(url, token)
-        if found[0] == status or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def _service(env: dict[str, str], cwd: Path) -> Iterator[str]:
-    (cwd / "svc.py").write_text(textwrap.dedent(SERVICE))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "uvicorn", "svc:app", "--app-dir", str(cwd)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/orders"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-            except urllib.error.HTTPError:
-                break  # answering (401 without a token)
-            except OSError:
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
-
-
 @pytest.mark.parametrize("kind", ["http", "unix"])
 def test_a_fastapi_service_with_no_store_refuses_a_revoked_agent_within_the_refresh_interval(
     kind: str, tmp_path: Path, key_dir: KeyDirectory, issuer: Issuer
@@ -656,23 +599,23 @@ def test_a_fastapi_service_with_no_store_refuses_a_revoked_agent_within_the_refr
     }
     token = issuer.issue("SupportBot", ["read:orders"]).token
     try:
-        with _service(env, workdir) as url:
+        with service(env, workdir, SERVICE) as url:
             trusted.chmod(0o555)
             workdir.chmod(0o555)
-            assert _status(url, token)[0] == 200
+            assert ask(url, token)[0] == 200
             revoke_agent(state, "SupportBot", leeway=0)  # the kill switch, at the broker
-            status, body = _until(url, token, 401)
+            status, body = until(url, token, 401)
             assert status == 401, body
             assert "revoked" in body
 
             other = issuer.issue("OtherBot", ["read:orders"]).token
-            assert _status(url, other)[0] == 200
+            assert ask(url, other)[0] == 200
             server.stop()  # the broker goes away: refused with a 503 once max_stale passes
-            status, body = _until(url, other, 503)
+            status, body = until(url, other, 503)
             assert status == 503, body
             assert "revocation list is unavailable" in body
             server.start()
-            assert _until(url, other, 200)[0] == 200
+            assert until(url, other, 200)[0] == 200
     finally:
         trusted.chmod(0o755)
         workdir.chmod(0o755)
