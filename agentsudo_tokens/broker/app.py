@@ -56,7 +56,7 @@ from ..tokens.keydir import KeyDirectory
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from ..tokens.verifier import Verifier
-from .audit import AUDIT_FILE, GAP, BrokerAudit, principal
+from .audit import AUDIT_FILE, GAP, BrokerAudit, clipped, principal
 from .audit_anchor import AuditAnchor
 from .binding import requested_binding, require_possession
 from .devmode import DevPolicy
@@ -437,7 +437,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
             caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
         )
     except AgentSudoError as exc:
-        why = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
+        why = clipped(str(exc))  # the log, as the audit, keeps a caller's words short
         _log.warning("refused a token for %r to %s: %s", asked.agent, _describe(caller), why)
         broker.audit.refused(caller, "issue", str(exc), asked=asked.model_dump(exclude_none=True))
         raise

@@ -76,6 +76,7 @@ __all__ = [
     "BrokerAudit",
     "SignedHead",
     "parse_head",
+    "clipped",
     "principal",
     "verify_audit",
 ]
@@ -93,7 +94,7 @@ def _now() -> str:
     return now.replace("+00:00", "Z")
 
 
-def _clipped(value: Any, depth: int = 0) -> Any:
+def clipped(value: Any, depth: int = 0) -> Any:
     """A caller's words, at most ``_MAX_ECHO`` characters a string and 32 items a list: a
     refusal is audited, and the audit must not be a way to write much."""
     if isinstance(value, str):
@@ -101,9 +102,9 @@ def _clipped(value: Any, depth: int = 0) -> Any:
             return value
         return f"{value[:_MAX_ECHO]}... ({len(value)} characters)"
     if isinstance(value, list | tuple) and depth < 2:
-        return [_clipped(item, depth + 1) for item in value[:32]]
+        return [clipped(item, depth + 1) for item in value[:32]]
     if isinstance(value, dict) and depth < 2:
-        return {str(k)[:64]: _clipped(v, depth + 1) for k, v in list(value.items())[:16]}
+        return {str(k)[:64]: clipped(v, depth + 1) for k, v in list(value.items())[:16]}
     return value if isinstance(value, bool | int | float | type(None)) else repr(value)[:64]
 
 
@@ -321,9 +322,9 @@ class BrokerAudit:
         self.record(
             "broker_refused",
             action=action[:_MAX_ACTION],
-            agent=_clipped(agent),
-            asked=_clipped(dict(asked)) if asked else None,
-            reason=_clipped(reason),
+            agent=clipped(agent),
+            asked=clipped(dict(asked)) if asked else None,
+            reason=clipped(reason),
             caller=principal(caller),
         )
 

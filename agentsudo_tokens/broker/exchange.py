@@ -79,7 +79,7 @@ from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE, M
 from ..tokens.revocation import agent_cutoff, check_revoked, iso_time
 from ..tokens.scopes import ScopeSet
 from ..tokens.verifier import Verifier, decode_unverified
-from .audit import _clipped
+from .audit import clipped
 from .devmode import DevPolicy
 from .exchange_request import ExchangeError, ExchangeRequest, parse_exchange_form
 from .peer import _peer_key, peer_of
@@ -417,7 +417,7 @@ def _quietly_refused(broker: Any, address: str, reason: str) -> None:
     then counted (``broker.ratelimit.QuietRefusals``), as a TCP request without a credential."""
     with contextlib.suppress(AgentSudoError):  # logged by the audit itself
         broker.quiet.refuse(
-            "exchange", address, action="exchange", reason=_clipped(reason), address=address
+            "exchange", address, action="exchange", reason=clipped(reason), address=address
         )
 
 
@@ -437,8 +437,8 @@ def _refused(
             action="exchange",
             agent=parent.agent if parent is not None else None,
             chain=list(chain) if chain else None,
-            asked=_clipped(asked.asked()) if asked is not None else None,
-            reason=_clipped(reason),
+            asked=clipped(asked.asked()) if asked is not None else None,
+            reason=clipped(reason),
             caller=caller,
             address=address,
         )
