@@ -195,8 +195,9 @@ class _Broker:
         kept one. ``False``: the store could not be read; try again later.
         """
         try:
-            gap = self.anchor.check(self.audit.path, self.keys.public_keys())
             kept = self.anchor.latest()
+            keys = self.keys.public_keys()
+            gap = None if kept is None else self.anchor.check_against(self.audit.path, keys, kept)
         except AgentSudoError as exc:
             _log.error("the audit log could not be checked against its kept head: %s", exc)
             return False

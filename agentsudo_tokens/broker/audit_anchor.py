@@ -71,17 +71,24 @@ class AuditAnchor:
         return self.store.get(self.key)
 
     def check(self, path: str | os.PathLike[str], keys: KeySource) -> AuditGap | None:
-        """Whether the file at ``path`` still holds the kept head at its place.
+        """Whether the file at ``path`` still holds the kept head (if any) at its place.
 
-            A kept head that does not verify with ``keys`` is a gap too: the store
-            holds nothing but heads this broker signed.
-
-            :raises StoreUnavailableError: the store cannot be read.
+        :raises StoreUnavailableError: the store cannot be read.
         :raises ConfigError: the file cannot be read or trusted.
         """
         kept = self.latest()
-        if kept is None:
-            return None
+        return None if kept is None else self.check_against(path, keys, kept)
+
+    def check_against(
+        self, path: str | os.PathLike[str], keys: KeySource, kept: str
+    ) -> AuditGap | None:
+        """Whether the file at ``path`` holds the head ``kept`` (read from the store) at its place.
+
+        A kept head that does not verify with ``keys`` is a gap too: the store holds nothing
+        but heads this broker signed.
+
+        :raises ConfigError: the file cannot be read or trusted.
+        """
         head: SignedHead | None
         try:
             head = parse_head(kept, keys)
