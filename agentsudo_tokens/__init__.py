@@ -20,14 +20,17 @@ if TYPE_CHECKING:
     from .errors import (
         AgentSudoError,
         BadSignatureError,
+        BudgetExhaustedError,
         ConfigError,
         DelegationRefusedError,
         DPoPNonceError,
         ExpiredTokenError,
         InvalidDPoPProofError,
+        InvalidLimitError,
         InvalidScopeError,
         InvalidTokenError,
         KeysUnavailableError,
+        LimitExceededError,
         MalformedTokenError,
         NotYetValidTokenError,
         PermissionDeniedError,
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
     from .tokens.jwks_remote import JwksUrl
     from .tokens.keydir import KeyDirectory, KeyInfo
     from .tokens.keys import ALGORITHMS, PublicKey, SigningKey
+    from .tokens.limits import Limit, Limits
     from .tokens.revocation import revoke, revoke_agent, revoke_token
     from .tokens.revocation_list import RevocationListSource
     from .tokens.scopes import ScopeSet
@@ -82,6 +86,7 @@ _EXPORTS: dict[str, str] = {
     "ApprovalRequest": "state.approvals",
     "AuditEvent": "audit.events",
     "BadSignatureError": "errors",
+    "BudgetExhaustedError": "errors",
     "ConfigError": "errors",
     "ContextThreadPoolExecutor": "guard.propagation",
     "DPoPKey": "tokens.dpop",
@@ -91,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "GuardEntry": "integrations.scopemap",
     "DelegationRefusedError": "errors",
     "InvalidDPoPProofError": "errors",
+    "InvalidLimitError": "errors",
     "InvalidScopeError": "errors",
     "InvalidTokenError": "errors",
     "IssuedToken": "tokens.issuer",
@@ -101,6 +107,9 @@ _EXPORTS: dict[str, str] = {
     "KeyInfo": "tokens.keydir",
     "KeySet": "tokens.jwks",
     "KeysUnavailableError": "errors",
+    "Limit": "tokens.limits",
+    "LimitExceededError": "errors",
+    "Limits": "tokens.limits",
     "MalformedTokenError": "errors",
     "NotYetValidTokenError": "errors",
     "PermissionDeniedError": "errors",
@@ -186,6 +195,7 @@ __all__ = [
     "ApprovalRequest",
     "AuditEvent",
     "BadSignatureError",
+    "BudgetExhaustedError",
     "ConfigError",
     "ContextThreadPoolExecutor",
     "DPoPKey",
@@ -195,6 +205,7 @@ __all__ = [
     "ExpiredTokenError",
     "GuardEntry",
     "InvalidDPoPProofError",
+    "InvalidLimitError",
     "InvalidScopeError",
     "InvalidTokenError",
     "IssuedToken",
@@ -205,6 +216,9 @@ __all__ = [
     "KeyInfo",
     "KeySet",
     "KeysUnavailableError",
+    "Limit",
+    "LimitExceededError",
+    "Limits",
     "MalformedTokenError",
     "NotYetValidTokenError",
     "PermissionDeniedError",

@@ -17,14 +17,17 @@ from typing import Any
 __all__ = [
     "AgentSudoError",
     "BadSignatureError",
+    "BudgetExhaustedError",
     "ConfigError",
     "DelegationRefusedError",
     "DPoPNonceError",
     "ExpiredTokenError",
     "InvalidDPoPProofError",
+    "InvalidLimitError",
     "InvalidScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
+    "LimitExceededError",
     "MalformedTokenError",
     "NotYetValidTokenError",
     "PermissionDeniedError",
@@ -99,6 +102,10 @@ class InvalidScopeError(AgentSudoError, ValueError):
     """A scope string does not follow the scope grammar."""
 
 
+class InvalidLimitError(AgentSudoError, ValueError):
+    """A limit or budget (``--limit``, ``--budget``, a policy's ``limits``) outside the grammar."""
+
+
 class PermissionDeniedError(AgentSudoError, PermissionError):
     """A guarded call was refused: no session, a missing scope, an expired session.
 
@@ -142,6 +149,33 @@ class DelegationRefusedError(PermissionDeniedError):
     ) -> None:
         super().__init__(message, agent=agent, scope=scope, expected=expected, found=found)
         self.reason = reason
+
+
+class LimitExceededError(PermissionDeniedError):
+    """A call within the token's scope, refused by a limit the token carries on its arguments.
+
+    ``argument`` names the argument, ``limit`` the limit hit, as the grammar writes it
+    (``amount<=100``); the message names them and the value, never other grants.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argument: str,
+        limit: str,
+        agent: str | None = None,
+        scope: str | None = None,
+        expected: Any = None,
+        found: Any = None,
+    ) -> None:
+        super().__init__(message, agent=agent, scope=scope, expected=expected, found=found)
+        self.argument = argument
+        self.limit = limit
+
+
+class BudgetExhaustedError(LimitExceededError):
+    """A call refused because it would overspend a budget the token carries (a total, calls)."""
 
 
 class InvalidTokenError(AgentSudoError):

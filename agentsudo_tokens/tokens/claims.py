@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import (
     ConfigError,
     ExpiredTokenError,
+    InvalidLimitError,
     InvalidScopeError,
     MalformedTokenError,
     NotYetValidTokenError,
@@ -25,6 +26,7 @@ from ..errors import (
     WrongIssuerError,
 )
 from .delegation import Delegation, parse_delegation
+from .limits import LIMITS_CLAIM, Limits
 from .scopes import ScopeSet, parse_scope_claim
 
 __all__ = [
@@ -197,6 +199,16 @@ def _confirmation(value: object) -> None:
         )
 
 
+def _limits(value: object) -> Limits:
+    """The token's limits; an entry we cannot enforce makes the token malformed (fail closed)."""
+    try:
+        return Limits.from_claim(value)
+    except InvalidLimitError as exc:
+        raise MalformedTokenError(
+            f"claim {LIMITS_CLAIM!r}: {exc}", expected="agentsudo_limits entries", found=exc.found
+        ) from None
+
+
 def _scopes(claims: dict[str, Any]) -> ScopeSet:
     value = claims["scope"]
     if not isinstance(value, str):
@@ -235,6 +247,7 @@ class VerifiedClaims:
     alg: str
     claims: MappingProxyType[str, Any] = field(repr=False)
     delegation: Delegation | None = None  # act and ancestors (tokens.delegation)
+    limits: Limits | None = None  # authorization_details: constraints and budgets (tokens.limits)
 
     @property
     def agent(self) -> str:
@@ -315,6 +328,7 @@ def check_claims(
     iat, nbf, exp = _time(claims, "iat"), _time(claims, "nbf"), _time(claims, "exp")
     scopes = _scopes(claims)
     delegation = parse_delegation(claims, is_name=is_agent_name)
+    limits = _limits(claims[LIMITS_CLAIM]) if LIMITS_CLAIM in claims else None
     if iss != issuer:
         raise WrongIssuerError(
             f"expected issuer {issuer!r}, found {iss!r}", expected=issuer, found=iss
@@ -369,4 +383,5 @@ def check_claims(
         alg=alg,
         claims=MappingProxyType(claims),
         delegation=delegation,
+        limits=limits,
     )

@@ -27,7 +27,7 @@ from ..config import (
     TTL,
     Settings,
 )
-from ..errors import ConfigError, InvalidScopeError
+from ..errors import ConfigError, InvalidLimitError, InvalidScopeError
 from .claims import (
     CONFIRMATION_CLAIM,
     MAX_AUDIENCES,
@@ -40,6 +40,7 @@ from .claims import (
 from .delegation import ACT_CLAIM, ANCESTORS_CLAIM, Delegation, act_claim
 from .jws import MAX_TOKEN_BYTES, encode
 from .keys import SigningKey
+from .limits import LIMITS_CLAIM, Limits, concerns
 from .scopes import ScopeSet
 
 if TYPE_CHECKING:
@@ -87,6 +88,23 @@ def _thumbprint(value: object) -> str:
             found=str(value)[:60],
         )
     return str(value)
+
+
+def _limits_claim(limits: object, granted: ScopeSet) -> list[dict[str, Any]]:
+    """The ``authorization_details`` claim: limits that each concern a granted scope.
+
+    :raises InvalidLimitError: not ``Limits``, or a limit on a scope the token does not grant.
+    """
+    if not isinstance(limits, Limits):
+        raise InvalidLimitError(f"limits: expected Limits, found {type(limits).__name__}")
+    for limit in limits:
+        if not concerns(limit.scope, granted):
+            raise InvalidLimitError(
+                f"limit for {limit.scope}: the token grants no scope it could apply to",
+                expected=granted.claim(),
+                found=limit.scope,
+            )
+    return limits.claim()
 
 
 class Issuer:
@@ -150,6 +168,7 @@ class Issuer:
         once: bool = False,
         delegation: Delegation | None = None,
         jkt: str | None = None,
+        limits: Limits | None = None,
     ) -> IssuedToken:
         """Mint a token for ``agent`` with ``scopes``.
 
@@ -163,6 +182,8 @@ class Issuer:
             and ``ancestors`` (``tokens.delegation``; the broker decides it by ``narrow``).
         :param jkt: bind the token to the key with this RFC 7638 thumbprint (``DPoPKey.jkt``):
             claim ``cnf: {"jkt": ...}``; services then accept it only with a DPoP proof.
+        :param limits: constraints on arguments and budgets per scope (``Limits.parse``):
+            claim ``authorization_details``. Each limit's scope must match a granted scope.
         :raises InvalidScopeError: a scope outside the grammar, or no scope at all.
         :raises ConfigError: an agent name outside the grammar (``AGENT_NAME_GRAMMAR``),
             a bad audience, or a TTL outside 1..max.
@@ -220,6 +241,8 @@ class Issuer:
             claims[ANCESTORS_CLAIM] = list(delegation.ancestors)
         if jkt is not None:
             claims[CONFIRMATION_CLAIM] = {"jkt": _thumbprint(jkt)}
+        if limits is not None:
+            claims[LIMITS_CLAIM] = _limits_claim(limits, granted)
         header = {"alg": self.key.alg, "typ": TOKEN_TYPE, "kid": self.key.kid}
         token = encode(header, claims, self.key)
         if len(token) > MAX_TOKEN_BYTES:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.tokens.dpop import DPoPKey
     from agentsudo_tokens.tokens.issuer import IssuedToken
+    from agentsudo_tokens.tokens.limits import Limits
 
 
 def agent_options(
@@ -41,6 +42,37 @@ def agent_options(
     return click.option(
         "--agent", required=agent_required, help=agent_help or "The agent's name (the token's sub)."
     )(func)
+
+
+def limit_options(func: Any) -> Any:
+    """--limit and --budget: constraints on arguments and budgets the token carries."""
+    func = click.option(
+        "--budget",
+        "budgets",
+        multiple=True,
+        metavar="'SCOPE NAME=N calls=N'",
+        help="A budget for the token's lifetime (repeatable): 'write:refunds amount=500 calls=20'.",
+    )(func)
+    return click.option(
+        "--limit",
+        "limits",
+        multiple=True,
+        metavar="'SCOPE CONSTRAINT...'",
+        help="Constraints on a scope's arguments (repeatable): "
+        "'write:refunds amount<=100 currency in USD,EUR'.",
+    )(func)
+
+
+def limits_of(limits: tuple[str, ...], budgets: tuple[str, ...]) -> Limits | None:
+    """The ``--limit``/``--budget`` lines as ``Limits``; ``None`` when neither is given.
+
+    :raises InvalidLimitError: a line outside the grammar (exit 2, one line).
+    """
+    if not limits and not budgets:
+        return None
+    from agentsudo_tokens.tokens.limits import Limits
+
+    return Limits.parse(limits, budgets=budgets)
 
 
 def require_scopes(scopes: tuple[str, ...]) -> None:
@@ -97,6 +129,7 @@ def mint(
     *,
     once: bool = False,
     jkt: str | None = None,
+    limits: Limits | None = None,
 ) -> IssuedToken:
     """Mint with the key directory's active key (bound to the key ``jkt`` when given);
     warn on stderr about `**`."""
@@ -107,7 +140,9 @@ def mint(
     if "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
     issuer = Issuer.from_settings(settings(keys_dir=keys_dir, ttl=ttl))  # the flag beats the env
-    return issuer.issue(agent, granted, ttl=ttl, audience=audience_of(aud), once=once, jkt=jkt)
+    return issuer.issue(
+        agent, granted, ttl=ttl, audience=audience_of(aud), once=once, jkt=jkt, limits=limits
+    )
 
 
 @click.command()
@@ -123,6 +158,7 @@ def mint(
     help="Bind the token to the key with this RFC 7638 thumbprint (DPoP, RFC 9449): "
     "services then accept it only with proofs signed by that key. Without a broker.",
 )
+@limit_options
 @store_option
 @json_option
 @keys_dir_option
@@ -133,6 +169,8 @@ def issue(
     aud: tuple[str, ...],
     once: bool,
     jkt: str | None,
+    limits: tuple[str, ...],
+    budgets: tuple[str, ...],
     store: str | None,
     as_json: bool,
     keys_dir: Path | None,
@@ -150,7 +188,14 @@ def issue(
     With AGENTSUDO_BROKER set, the broker mints the token as its policy allows
     you (no key directory here): --scopes and --ttl default to what the policy
     grants; a request beyond it is refused in one line.
+
+    \b
+    --limit 'write:refunds amount<=100 currency in USD,EUR'
+    --budget 'write:refunds amount=500 calls=20'
+    put limits on a scope's arguments, checked by every guard, and budgets
+    debited in the state store (README: "Limits and budgets").
     """
+    limited = limits_of(limits, budgets)  # a bad line is refused before anything else
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
     if client is not None:
         if jkt is not None:
@@ -158,9 +203,13 @@ def issue(
                 "--dpop-jkt: a broker binds a token only to a key the caller proves it holds "
                 "(a DPoP proof): use `agentsudo run --dpop` or BrokerClient.issue(dpop_key=...)"
             )
+        if limited is not None:
+            raise click.UsageError(
+                "--limit/--budget: with a broker, the policy sets an agent's limits"
+            )
         _issue_by_broker(client, agent, scopes, ttl, aud, once=once, as_json=as_json)
         return
-    minted = mint(agent, scopes, ttl, aud, keys_dir, once=once, jkt=jkt)
+    minted = mint(agent, scopes, ttl, aud, keys_dir, once=once, jkt=jkt, limits=limited)
     if once:
         from agentsudo_tokens.state.onetime import mark_one_time
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
-_USAGE_ERRORS = ("ConfigError", "InvalidScopeError")
+_USAGE_ERRORS = ("ConfigError", "InvalidScopeError", "InvalidLimitError")
 
 # name: (module, attribute, the line `agentsudo --help` shows). A command's module
 # is imported when the command runs or completes, never for the list.

@@ -68,6 +68,13 @@ def verify(
             "kid": claims.kid,
             "allowed": list(required),
         }
+        if claims.limits is not None:
+            result["limits"] = [entry.text() for entry in claims.limits if entry.constraints]
+            result["budgets"] = [
+                f"{entry.scope} {entry.budget.text()}"
+                for _, entry in claims.limits.budgeted
+                if entry.budget is not None
+            ]
         click.echo(json.dumps(result))
         return
     remaining = describe_remaining(claims.expires_at - time.time())
@@ -78,3 +85,8 @@ def verify(
         f"valid: agent {terminal_safe(repr(claims.agent))}{terminal_safe(by)}, scopes "
         f"{claims.scopes.claim()}, expires in {remaining}{allowed}"
     )
+    for entry in claims.limits or ():
+        if entry.constraints:
+            click.echo(f"  limit  {terminal_safe(entry.text())}")
+        if entry.budget is not None:
+            click.echo(f"  budget {terminal_safe(entry.scope + ' ' + entry.budget.text())}")
