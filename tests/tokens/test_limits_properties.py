@@ -24,7 +24,7 @@ words = st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,8}", fullmatch=True).filter(
     lambda word: word not in ("true", "false")
 )
 items = st.one_of(numbers, words, st.booleans())
-hosts = st.from_regex(r"[a-z][a-z0-9-]{0,8}(\.[a-z][a-z0-9]{0,5}){0,2}", fullmatch=True)
+hosts = st.from_regex(r"[a-z]([a-z0-9-]{0,7}[a-z0-9])?(\.[a-z][a-z0-9]{0,5}){0,2}", fullmatch=True)
 roots = st.from_regex(r"(/[a-z0-9_]{1,6}){1,3}", fullmatch=True)
 scopes = st.from_regex(r"[a-z]{1,6}:([a-z]{1,6}|\*)", fullmatch=True)
 
