@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +59,19 @@ def _other_processes() -> str | None:
     return None
 
 
+_CACHES: weakref.WeakSet[MemoryReplayCache] = weakref.WeakSet()  # told when this process forks
+
+
+def _after_fork() -> None:
+    """In a forked child: every memory cache its parent made is no longer this process's alone."""
+    for cache in list(_CACHES):
+        cache._forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to see
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 class ReplayCache(Protocol):
     """Records ids until they expire."""
 
@@ -86,6 +100,9 @@ class MemoryReplayCache:
         self._next_purge = 0.0
         self._pid = os.getpid()
         self._shared: str | None = _other_processes()
+        # set in a forked child (register_at_fork): no getpid() system call per proof
+        self._forked = False
+        _CACHES.add(self)
 
     def __repr__(self) -> str:
         return f"MemoryReplayCache(max_entries={self.max_entries})"
@@ -96,7 +113,7 @@ class MemoryReplayCache:
     def first_use(self, key: str, *, expires_at: float) -> bool:
         """As ``ReplayCache.first_use``; refuses when full of live entries, and in a
         process that may be one worker of several (``ReplayCacheNotSharedError``)."""
-        if self._shared is not None or os.getpid() != self._pid:
+        if self._shared is not None or self._forked:
             self._refuse_unshared()
         now = self._clock()
         with self._lock:
