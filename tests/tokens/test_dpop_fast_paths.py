@@ -105,6 +105,27 @@ def test_a_store_keeps_digests_only(store: Store, dpop_key: DPoPKey) -> None:
         )
 
 
+def test_the_memory_cache_forgets_the_oldest_records_and_never_a_live_one() -> None:
+    """A purge drops expired records from the oldest on, stopping at a live one; a full
+    cache drops every expired record, wherever it is, before it refuses."""
+    clock = [0.0]
+    cache = MemoryReplayCache(4, clock=lambda: clock[0])
+    for key, until in (("a", 10.0), ("long", 100.0), ("b", 10.0)):
+        assert cache.first_use(key, expires_at=until)
+    clock[0] = 20.0  # a and b expired; long is live, between them
+    assert cache.first_use("c", expires_at=30.0)  # a periodic purge: a goes, b waits behind long
+    assert list(cache._seen) == ["long", "b", "c"]
+    assert cache.first_use("d", expires_at=30.0)
+    assert cache.first_use("e", expires_at=30.0)  # full: b, expired, makes room
+    assert list(cache._seen) == ["long", "c", "d", "e"]
+    with pytest.raises(StoreUnavailableError, match="refusing rather than forgetting"):
+        cache.first_use("f", expires_at=30.0)  # four live records: none is forgotten
+    assert not any(cache.first_use(key, expires_at=30.0) for key in ("long", "c", "d", "e"))
+    clock[0] = 31.0  # c, d and e expired: used again, each is a new record, at the end
+    assert cache.first_use("c", expires_at=60.0) and cache.first_use("d", expires_at=60.0)
+    assert list(cache._seen)[-2:] == ["c", "d"] and not cache.first_use("c", expires_at=60.0)
+
+
 # -- a cache made in a forked child is its own ---------------------------------------------------
 
 
