@@ -144,8 +144,8 @@ class MemoryReplayCache:
         Records are kept in the order they were made, which is about the order they
         expire (a proof's: within one window of it), so the oldest are the expired
         ones: a purge reads those, not the whole cache (up to a million records,
-        ~30 ms here, every 5 s). One that lives longer than those after it holds them back a while:
-        they are dropped with it, or by the full purge before the cache refuses.
+        ~30 ms here, every 5 s). One that lives longer than those after it holds
+        them back a while: they go with it, or in the full purge before a refusal.
         """
         seen = self._seen
         stale = []
