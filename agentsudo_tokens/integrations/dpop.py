@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import dpop_origin
@@ -80,6 +80,18 @@ def proof_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     return [value.decode("latin-1") for name, value in headers if name.lower() == b"dpop"]
 
 
+def _proofs_and_host(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], bytes | None]:
+    """``proof_headers`` and the first ``Host`` header (``request_url``'s), in one pass."""
+    found: list[str] = []
+    host = None
+    for name, value in headers:
+        if name.lower() == b"dpop":
+            found.append(value.decode("latin-1"))
+        elif host is None and name == b"host":
+            host = value
+    return found, host
+
+
 def service_origin(proofs: ProofVerifier) -> str | None:
     """The public origin proofs must name: the ``ProofVerifier``'s, else ``AGENTSUDO_DPOP_ORIGIN``.
 
@@ -96,6 +108,12 @@ def request_url(scope: Scope, origin: str | None = None) -> str:
 
     :raises InvalidDPoPProofError: no ``origin``, and a ``Host`` header that is no host.
     """
+    host = next((value for name, value in scope.get("headers", ()) if name == b"host"), None)
+    return _url(scope, origin, host)
+
+
+def _url(scope: Scope, origin: str | None, host_header: bytes | None) -> str:
+    """``request_url``, given the request's first ``Host`` header."""
     raw = scope.get("raw_path")
     path: str = (
         raw.decode("latin-1") if raw else scope.get("root_path", "") + scope.get("path", "/")
@@ -104,28 +122,27 @@ def request_url(scope: Scope, origin: str | None = None) -> str:
         return origin + path
     scheme = scope.get("scheme", "http")
     scheme = _WEB_SCHEMES.get(scheme, scheme)
-    host = None
-    for name, value in scope.get("headers", ()):
-        if name == b"host":
-            host = value.decode("latin-1")
-            if _HOST(host) is None:
-                raise InvalidDPoPProofError(
-                    "DPoP proof: the request's Host header is not a host[:port]", found=host[:60]
-                )
-            break
-    if host is None:
+    if host_header is not None:
+        host = host_header.decode("latin-1")
+        if _HOST(host) is None:
+            raise InvalidDPoPProofError(
+                "DPoP proof: the request's Host header is not a host[:port]", found=host[:60]
+            )
+    else:
         server = scope.get("server") or ("localhost", None)
         host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
     return f"{scheme}://{host}{path}"
 
 
-@dataclass
 class _Proven:
     """The proof checked for a request, and every ``ProofVerifier`` that accepted it."""
 
-    token: str
-    found: list[str]
-    by: list[ProofVerifier] = field(default_factory=list)
+    __slots__ = ("token", "found", "by")
+
+    def __init__(self, token: str, found: list[str], by: ProofVerifier) -> None:
+        self.token = token
+        self.found = found
+        self.by = [by]
 
 
 def check_possession(
@@ -150,7 +167,7 @@ def check_possession(
     """
     if claims.jkt is None and scheme == "bearer":
         return  # a plain bearer token: nothing to prove
-    found = proof_headers(scope.get("headers", ()))
+    found, host = _proofs_and_host(scope.get("headers", ()))
     proven = scope.get(_PROVEN)
     if not isinstance(proven, _Proven) or proven.token != token or proven.found != found:
         proven = None
@@ -162,12 +179,13 @@ def check_possession(
         token=token,
         proofs=found,
         method=scope.get("method", "GET"),
-        url=request_url(scope, origin),
+        url=_url(scope, origin, host),
         record=proven is None,
     )
     if proven is None:
-        proven = scope[_PROVEN] = _Proven(token, found)
-    proven.by.append(proofs)
+        scope[_PROVEN] = _Proven(token, found, proofs)
+    else:
+        proven.by.append(proofs)
 
 
 @dataclass(frozen=True)

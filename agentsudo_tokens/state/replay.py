@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +59,19 @@ def _other_processes() -> str | None:
     return None
 
 
+_CACHES: weakref.WeakSet[MemoryReplayCache] = weakref.WeakSet()  # told when this process forks
+
+
+def _after_fork() -> None:
+    """In a forked child: every memory cache its parent made is no longer this process's alone."""
+    for cache in list(_CACHES):
+        cache._forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to see
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 class ReplayCache(Protocol):
     """Records ids until they expire."""
 
@@ -86,6 +100,9 @@ class MemoryReplayCache:
         self._next_purge = 0.0
         self._pid = os.getpid()
         self._shared: str | None = _other_processes()
+        # set in a forked child (register_at_fork): no getpid() system call per proof
+        self._forked = False
+        _CACHES.add(self)
 
     def __repr__(self) -> str:
         return f"MemoryReplayCache(max_entries={self.max_entries})"
@@ -96,17 +113,19 @@ class MemoryReplayCache:
     def first_use(self, key: str, *, expires_at: float) -> bool:
         """As ``ReplayCache.first_use``; refuses when full of live entries, and in a
         process that may be one worker of several (``ReplayCacheNotSharedError``)."""
-        if self._shared is not None or os.getpid() != self._pid:
+        if self._shared is not None or self._forked:
             self._refuse_unshared()
         now = self._clock()
         with self._lock:
             seen = self._seen
             known = seen.get(key)
-            if known is not None and known > now:
-                return False
-            if len(seen) >= self.max_entries or now >= self._next_purge:
-                for stale in [k for k, until in seen.items() if until <= now]:
-                    del seen[stale]
+            if known is not None:
+                if known > now:
+                    return False
+                del seen[key]  # expired: recorded anew, at the end (see _purge)
+            full = len(seen) >= self.max_entries
+            if full or now >= self._next_purge:
+                self._purge(now, everything=full)
                 self._next_purge = now + 5.0
                 if len(seen) >= self.max_entries:
                     raise StoreUnavailableError(
@@ -117,6 +136,26 @@ class MemoryReplayCache:
                     )
             seen[key] = expires_at
             return True
+
+    def _purge(self, now: float, *, everything: bool) -> None:
+        """Forget expired records: the oldest ones, up to the first still live; every one
+        when the cache is full.
+
+        Records are kept in the order they were made, which is about the order they
+        expire (a proof's: within one window of it), so the oldest are the expired
+        ones: a purge reads those, not the whole cache (up to a million records,
+        ~30 ms here, every 5 s). One that lives longer than those after it holds
+        them back a while: they go with it, or in the full purge before a refusal.
+        """
+        seen = self._seen
+        stale = []
+        for key, until in seen.items():
+            if until <= now:
+                stale.append(key)
+            elif not everything:
+                break
+        for key in stale:
+            del seen[key]
 
     def _refuse_unshared(self) -> None:
         why = self._shared or f"a process forked after its replay cache was made ({self._pid})"
