@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from conftest_store import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentsudo_tokens.errors import StoreUnavailableError
 from agentsudo_tokens.state import Store, open_store
@@ -83,6 +85,34 @@ def test_arithmetic_is_exact_beyond_doubles_up_to_2_62(store: Store) -> None:
     assert top == {"n": MAX_AMOUNT}
     assert store.spend("budget:big:0", {"n": 1}, {"n": MAX_AMOUNT}, expires_at=_later()) is None
     assert store.spent("budget:big:0") == ({"n": MAX_AMOUNT}, {"n": MAX_AMOUNT})
+
+
+_BIG = st.one_of(
+    st.integers(0, 20),
+    st.integers(2**53 - 3, 2**53 + 3),  # where doubles stop being exact
+    st.integers(MAX_AMOUNT - 3, MAX_AMOUNT),
+)
+_STEPS = st.lists(st.dictionaries(st.sampled_from("abc"), _BIG, max_size=3), max_size=8)
+
+
+_ONE_STORE = [HealthCheck.function_scoped_fixture]  # one store for every example: keys differ
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=_ONE_STORE)
+@given(limits=st.dictionaries(st.sampled_from("abc"), _BIG, min_size=3), steps=_STEPS)
+def test_debits_match_a_model_of_exact_integers(
+    store: Store, limits: dict[str, int], steps: list[dict[str, int]]
+) -> None:
+    """Any sequence of debits: each succeeds exactly when Python's integers say it fits."""
+    key = f"budget:model-{time.monotonic_ns()}:0"
+    spent = dict.fromkeys(limits, 0)
+    for step in steps:
+        fits = all(spent[name] + amount <= limits[name] for name, amount in step.items())
+        if fits:
+            spent = {name: spent[name] + step.get(name, 0) for name in spent}
+        got = store.spend(key, step, limits, expires_at=_later())
+        assert got == (spent if fits else None), (step, spent)
+    assert store.spent(key) in (None, (limits, spent))  # None: no step at all
 
 
 def test_the_entry_keeps_the_latest_limits_and_every_count(store: Store) -> None:
@@ -277,6 +307,28 @@ def test_a_redis_key_of_another_type_is_refused(redis_url: str) -> None:
     with open_store(redis_url) as store:
         with pytest.raises(StoreUnavailableError, match="is not a budget entry"):
             _spend(store, {"a": 1}, {"a": 5})
+
+
+def test_redis_reloads_the_script_when_the_server_forgot_it(redis_url: str) -> None:
+    """EVALSHA first; after SCRIPT FLUSH (or a restart) the script is sent again."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    with open_store(redis_url) as store:
+        assert _spend(store, {"a": 1}, {"a": 5}) == {"a": 1}
+        client.script_flush()
+        assert _spend(store, {"a": 1}, {"a": 5}) == {"a": 2}
+    assert client.script_exists(_spend_sha())[0]
+    client.close()
+
+
+def _spend_sha() -> str:
+    import hashlib
+
+    from agentsudo_tokens.state.redis import _SPEND
+
+    return hashlib.sha1(_SPEND.encode()).hexdigest()
 
 
 class _Plain(Store):
