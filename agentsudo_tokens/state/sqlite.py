@@ -5,8 +5,11 @@
 One table ``entries(key PRIMARY KEY, value, expires_at)``. Reads ignore
 expired rows; writes delete them (at most once a minute per process). ``add``
 is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`` statement, so
-SQLite's write lock makes exactly one concurrent caller win; ``take`` runs in a
-``BEGIN IMMEDIATE`` transaction.
+SQLite's write lock makes exactly one concurrent caller win; ``take`` and
+``spend`` (read the budget, check, write it back) each run in one
+``BEGIN IMMEDIATE`` transaction. Debits also queue on a lock file beside the
+database (``<file>-lock``, see ``_filelock``): for fairness under load, not
+for atomicity.
 
 **One connection per file per process.** SQLite coordinates processes with
 POSIX advisory locks, and POSIX drops *every* lock a process holds on a file
@@ -34,12 +37,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StoreUnavailableError
-from .base import Store
+from ._filelock import end_turn, open_lock, wait_turn
+from .base import MAX_NAMES, Counters, Store, debit, decode_budget, encode_budget
 
 __all__ = ["SqliteStore"]
 
@@ -66,6 +70,15 @@ class _Shared:
     users: int = 0
     next_purge: float = 0.0
     closed: bool = False
+    queue: int = -1  # the debits' lock file (``_filelock``), opened at the first debit
+
+    def close(self) -> None:
+        """Close the connection and the lock file; call with ``lock`` held."""
+        self.closed = True
+        self.conn.close()
+        if self.queue >= 0:
+            os.close(self.queue)
+            self.queue = -1
 
 
 class _Connections:
@@ -115,16 +128,14 @@ class _Connections:
         if shared.users <= 0:
             del self.open[shared.key]
             with shared.lock:
-                shared.closed = True
-                shared.conn.close()
+                shared.close()
 
     def before_fork(self) -> None:
         """Close every connection, and hold the table until the fork is done."""
         self.lock.acquire()
         for shared in self.open.values():
             with shared.lock:  # waits for an operation in progress in another thread
-                shared.closed = True
-                shared.conn.close()
+                shared.close()
         self.open = {}
         self.pending.clear()
 
@@ -301,6 +312,16 @@ class SqliteStore(Store):
 
     @contextmanager
     def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+        """This process's connection, held for the block; ``None``: no file to read."""
+        with self._held(write=write) as shared:
+            yield None if shared is None else shared.conn
+
+    @contextmanager
+    def _held(self, *, write: bool = False, notify: bool = True) -> Iterator[_Shared | None]:
+        """This process's share of the file, its lock held for the block; ``None``: no file.
+
+        :param notify: a write that verifiers must notice (``changes``); debits are not.
+        """
         give_up = time.monotonic() + self.timeout
         while True:  # a connection closed under us (a fork in another thread): reopen
             with _CONNECTIONS.lock:  # not a lock of this store's: a forked child gets it anew
@@ -312,12 +333,12 @@ class SqliteStore(Store):
                 if not shared.closed:
                     conn = shared.conn
                     try:
-                        yield conn
+                        yield shared
                     except sqlite3.Error as exc:
                         if conn.in_transaction:
                             conn.rollback()
                         raise self._unavailable(exc) from exc
-                    if write:
+                    if write and notify:
                         _CONNECTIONS.writes += 1
                     return
             if time.monotonic() > give_up:
@@ -380,6 +401,69 @@ class SqliteStore(Store):
         if row is None or row[1] <= self._clock():
             return None
         return str(row[0])
+
+    def _spend(self, key: str, counters: Counters, expires_at: float) -> dict[str, int] | None:
+        now = self._clock()
+        with self._held(write=True, notify=False) as shared:
+            assert shared is not None
+            self._wait_turn(shared)
+            try:
+                after = self._debit(shared.conn, key, counters, expires_at, now)
+            finally:
+                with suppress(OSError):  # only an order of turns: closing releases it anyway
+                    end_turn(shared.queue)
+        return None if after is None else {name: after[name] for name, _, _ in counters}
+
+    def _wait_turn(self, shared: _Shared) -> None:
+        """Queue behind other processes' debits on this file (``_filelock``: fairness)."""
+        try:
+            if shared.queue < 0:
+                shared.queue = open_lock(Path(f"{self.path}-lock"))
+            wait_turn(shared.queue, self.timeout)
+        except OSError as exc:  # TimeoutError included
+            raise self._unavailable(exc) from exc
+
+    def _debit(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        counters: Counters,
+        expires_at: float,
+        now: float,
+    ) -> dict[str, int] | None:
+        """Read, check and write back one budget in one ``BEGIN IMMEDIATE`` transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT value, expires_at FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+            before: dict[str, int] = {}
+            if row is not None and row[1] > now:
+                before = decode_budget(str(row[0]), self.url, key)[1]
+                expires_at = max(expires_at, float(row[1]))
+            after = debit(before, counters)
+            if after is None:
+                conn.execute("ROLLBACK")
+                return None
+            if len(after) > MAX_NAMES:  # as many names as decode_budget reads back
+                raise StoreUnavailableError(
+                    f"state store {self.url}: {key[:300]!r} would keep more than "
+                    f"{MAX_NAMES} counts: refusing it",
+                    expected=f"at most {MAX_NAMES} names under one key",
+                    found=len(after),
+                )
+            limits = {name: limit for name, _, limit in counters}
+            conn.execute(_UPSERT, (key, encode_budget(limits, after), expires_at))
+            self._after_write(conn, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return after
+
+    def _now(self) -> float:
+        return self._clock()
 
     def items(self, prefix: str) -> dict[str, str]:
         with self._connection() as conn:
