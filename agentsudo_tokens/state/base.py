@@ -34,7 +34,7 @@ __all__ = ["MAX_AMOUNT", "MAX_COUNTERS", "MAX_NAMES", "Store"]
 MAX_AMOUNT = 2**62  # amounts, limits and totals: exact integers up to this
 MAX_COUNTERS = 16  # limits in one debit
 MAX_NAMES = 4 * MAX_COUNTERS  # names in a stored entry (its limits, or every count it kept)
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")
 
 Counters = tuple[tuple[str, int, int], ...]  # (name, amount, limit), sorted by name
 

@@ -58,7 +58,7 @@ end
 local function counters(part, into, names)
   local seen, count = {}, 0
   for item in string.gmatch(part, '[^,]+') do
-    local name, n = string.match(item, '^"([%w_][%w_%.%-]*)":(%d+)$')
+    local name, n = string.match(item, '^"([%w_][%w_%.%-:]*)":(%d+)$')
     count = count + 1
     if not name or #name > 64 or seen[name] or count > MAX_NAMES then return false end
     if string.match(n, '^0.') or not within(n, MAX) then return false end

@@ -48,6 +48,19 @@ def test_a_debit_adds_and_returns_every_total(store: Store) -> None:
     assert store.items("budget:") == {KEY: text}
 
 
+def test_the_counters_a_token_budget_names_are_accepted(store: Store) -> None:
+    from agentsudo_tokens import Limits
+
+    (entry,) = Limits.parse(budgets=["write:refunds amount=500 calls=20"])
+    assert entry.budget is not None
+    limits = entry.budget.counters()  # "calls" and "sum:amount", as the guard debits them
+    assert _spend(store, {"calls": 1, "sum:amount": 50 * 10**6}, limits) == {
+        "calls": 1,
+        "sum:amount": 50 * 10**6,
+    }
+    assert store.spent(KEY) == (limits, {"calls": 1, "sum:amount": 50 * 10**6})
+
+
 def test_a_new_budget_starts_at_zero_for_every_counter(store: Store) -> None:
     assert _spend(store, {}, {"calls": 3, "amount": 9}) == {"amount": 0, "calls": 0}
     assert store.spent(KEY) == ({"amount": 9, "calls": 3}, {"amount": 0, "calls": 0})
