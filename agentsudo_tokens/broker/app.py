@@ -53,6 +53,7 @@ from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.issuer import Issuer
 from ..tokens.jws import MAX_TOKEN_BYTES
 from ..tokens.keydir import KeyDirectory
+from ..tokens.limits import LIMITS_CLAIM, Limits
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from ..tokens.verifier import Verifier
@@ -334,6 +335,17 @@ class _TokenRequest(BaseModel):
         | None
     ) = Field(default=None)
     once: bool = False
+    # narrower limits and budgets, as --limit and --budget write them: added to the policy's
+    limits: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=32)
+    budgets: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=32
+    )
+
+    def asked_limits(self) -> Limits | None:
+        """The limits asked for, parsed (``InvalidLimitError``: outside the grammar)."""
+        if not self.limits and not self.budgets:
+            return None
+        return Limits.parse(self.limits or (), budgets=self.budgets or ())
 
     @field_validator("audience")
     @classmethod
@@ -435,7 +447,12 @@ async def _issue(request: Request, broker: _Broker) -> Response:
     jkt = await requested_binding(request, broker.proofs)  # a DPoP proof: bind to its key
     try:
         grant = broker.policy.grant(
-            caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
+            caller,
+            asked.agent,
+            scopes=asked.scopes,
+            ttl=asked.ttl,
+            audience=asked.audience,
+            limits=asked.asked_limits(),
         )
     except AgentSudoError as exc:
         why = clipped(str(exc))  # the log, as the audit, keeps a caller's words short
@@ -457,6 +474,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         audience=audience,
         once=asked.once,
         jkt=jkt,
+        limits=grant.limits,
     )
     if asked.once:
         from ..state.onetime import mark_one_time
@@ -472,6 +490,8 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         "expires_at": minted.claims["exp"],
         "token_type": "Bearer" if jkt is None else "DPoP",
     }
+    if LIMITS_CLAIM in minted.claims:  # RFC 9396 §7: the authorization details granted
+        body[LIMITS_CLAIM] = minted.claims[LIMITS_CLAIM]
     return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 
 

@@ -18,6 +18,7 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -95,6 +96,18 @@ _NAMED_ERRORS = frozenset(
         "WrongIssuerError",
     }
 )  # fmt: skip
+
+
+def _lines(lines: Sequence[str], what: str) -> list[str]:
+    """Limit or budget lines, checked here first (``InvalidLimitError``: outside the grammar)."""
+    from ..errors import InvalidLimitError
+    from ..tokens.limits_text import parse_budget, parse_limit
+
+    if isinstance(lines, str):
+        raise InvalidLimitError(f"{what}: expected a list of lines, found one string")
+    for line in lines:
+        parse_limit(line) if what == "limits" else parse_budget(line)
+    return list(lines)
 
 
 def check_address(address: str) -> str:
@@ -238,9 +251,14 @@ class BrokerClient:
         audience: str | list[str] | None = None,
         once: bool = False,
         dpop_key: DPoPKey | None = None,
+        limits: Sequence[str] | None = None,
+        budgets: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """A token for ``agent``, as the policy allows this caller.
 
+        :param limits: narrower limits than the policy's, as ``--limit`` writes them
+            (``'write:refunds amount<=50'``): added to the policy's.
+        :param budgets: budgets as ``--budget`` writes them, at most the policy's.
         :param dpop_key: bind the token to this key (RFC 9449 §5): the request carries a
             DPoP proof signed by it, and services accept the token only with proofs of it.
         :returns: ``{"token", "jti", "agent", "scopes", "expires_at", "token_type"}``
@@ -256,6 +274,9 @@ class BrokerClient:
             body["audience"] = audience
         if once:
             body["once"] = True
+        for name, lines in (("limits", limits), ("budgets", budgets)):
+            if lines:
+                body[name] = _lines(lines, name)
         headers = None
         if dpop_key is not None:
             headers = {"DPoP": dpop_key.proof("POST", self.url_of("/v1/tokens"))}
