@@ -20,6 +20,7 @@ from test_broker_server import raw
 
 from agentsudo_tokens import Issuer, KeyDirectory
 from agentsudo_tokens.errors import (
+    AgentSudoError,
     BudgetExhaustedError,
     InvalidTokenError,
     PermissionDeniedError,
@@ -217,5 +218,40 @@ def test_reading_a_budget_needs_its_holder_or_an_admin(tmp_path: Path) -> None:
         for bad in ("x" * 300, "a%3Ab"):
             status, _, answer = _send(broker, "GET", f"/v1/budgets/{bad}")
             assert status in (400, 403), answer
+    finally:
+        broker.stop()
+
+
+def test_a_bound_token_spends_only_with_a_proof_of_its_key(broker: Broker) -> None:
+    from agentsudo_tokens.tokens.dpop import DPoPKey
+
+    key = DPoPKey.generate()
+    token = str(broker.client.issue("SupportBot", dpop_key=key)["token"])
+    (balance,) = broker.client.spend(token, "write:refunds", {"amount": 5}, dpop_key=key).values()
+    assert balance.spent == {"calls": 1, "sum:amount": 5 * UNIT}
+    with pytest.raises(InvalidTokenError):  # a copy of the token without the key
+        broker.client.spend(token, "write:refunds", {"amount": 5})
+    with pytest.raises(InvalidTokenError):  # a proof of another key
+        broker.client.spend(token, "write:refunds", {"amount": 5}, dpop_key=DPoPKey.generate())
+    assert broker.client.budgets(decode_unverified(token).claims["jti"])["0"].spent["calls"] == 1
+
+
+def test_spends_are_rate_limited_in_their_own_bucket(tmp_path: Path) -> None:
+    init_keys(tmp_path)
+    broker = Broker(tmp_path, POLICY, "--issue-burst", "2", "--issue-rate", "0.001")
+    try:
+        token = _token(broker)  # one of the two issuances
+        for _ in range(8):  # four times the issuance burst
+            broker.client.spend(token, "write:refunds", {"amount": 1})
+        body = json.dumps({"scope": "write:refunds", "arguments": {"amount": 1}}).encode()
+        status, headers, answer = _send(
+            broker, "POST", "/v1/budgets/spend", body,
+            content_type="application/json", authorization=f"Bearer {token}",
+        )  # fmt: skip
+        assert status == 429, answer
+        assert int(headers["retry-after"]) >= 1 and "rate limit of budgets" in answer["detail"]
+        assert broker.client.issue("SupportBot")["token"]  # issuance has its own bucket
+        with pytest.raises(AgentSudoError, match="over the rate limit of budgets"):
+            broker.client.budgets(token)  # reading counts in the same bucket
     finally:
         broker.stop()
