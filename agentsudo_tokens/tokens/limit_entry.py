@@ -73,7 +73,7 @@ def checked_number(value: object, what: str, *, minimum: Decimal = -MAX_NUMBER) 
         )
     if digits > 15:
         raise bad_limit(f"{what}: expected at most 15 significant digits, found {digits}", digits)
-    return number
+    return Decimal(format(number, "f"))  # no exponent: its text reads back as the grammar wants
 
 
 def text_value(value: object, what: str) -> str:
