@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import grp
-import json
 import logging
 import math
 import os
@@ -37,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -53,19 +52,23 @@ from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.issuer import Issuer
 from ..tokens.jws import MAX_TOKEN_BYTES
 from ..tokens.keydir import KeyDirectory
+from ..tokens.limits import LIMITS_CLAIM, Limits
 from ..tokens.revocation import agent_cutoff, iso_time
 from ..tokens.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from ..tokens.verifier import Verifier
 from .audit import AUDIT_FILE, GAP, BrokerAudit, clipped, principal
 from .audit_anchor import AuditAnchor
 from .binding import requested_binding, require_possession
+from .bodies import json_body as _json_body
+from .bodies import model_of as _model
+from .budget_api import BUDGETS_PATH, SPEND_PATH, balances_endpoint, spend_endpoint
 from .devmode import DevPolicy
 from .exchange import EXCHANGE_PATH, exchange_endpoint
 from .notify import Notifier
 from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, TCP_CONNECTIONS, _peer_key, peer_of
 from .policy import Caller, Policy, load_policy
-from .problems import Problem, problem_for, problem_response
-from .ratelimit import ISSUE_BURST, ISSUE_RATE, QuietRefusals, RateLimiter
+from .problems import Problem, TooMany, problem_for, problem_response
+from .ratelimit import ISSUE_BURST, ISSUE_RATE, MAX_BURST, MAX_RATE, QuietRefusals, RateLimiter
 
 if TYPE_CHECKING:
     from ..state.approvals import ApprovalRequest
@@ -122,6 +125,10 @@ class _Broker:
         )
         self.notifier = Notifier(on_failure=self._notify_failed)
         self.limits = RateLimiter(config.issue_rate, config.issue_burst)
+        # budget debits come with guarded calls: a bucket of their own, twenty times as big
+        self.spend_limits = RateLimiter(
+            min(MAX_RATE, config.issue_rate * 20), min(MAX_BURST, config.issue_burst * 4)
+        )
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
 
     def _credential_verifier(self) -> Verifier:
@@ -281,20 +288,12 @@ def _unauthenticated(request: Request, broker: _Broker, reason: str) -> None:
     broker.quiet.refuse("unauthenticated", address, action=action, reason=reason, address=address)
 
 
-class _TooMany(Problem):
-    """429: a caller over its rate limit, and the whole seconds before it may ask again."""
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(429, "too-many-requests", detail)
-        self.retry_after = retry_after
-
-
 def _limit(
     broker: _Broker, action: str, who: str, *, caller: str | None = None, agent: str | None = None
 ) -> None:
     """Take one request of ``who``'s ``action`` from its bucket.
 
-    :raises _TooMany: none left (the refusal audited quietly).
+    :raises TooMany: none left (the refusal audited quietly).
     """
     wait = broker.limits.take((action, who))
     if wait <= 0:
@@ -306,7 +305,7 @@ def _limit(
     if broker.quiet.refuse(kind, who, action=action, reason=reason, caller=caller, agent=agent):
         _log.warning("%s is over the rate limit of %s (%s)", who, action, rule)
     seconds = max(1, math.ceil(wait))
-    raise _TooMany(
+    raise TooMany(
         f"{who} is over the rate limit of {action} ({rule}); retry in {seconds} s", seconds
     )
 
@@ -334,6 +333,17 @@ class _TokenRequest(BaseModel):
         | None
     ) = Field(default=None)
     once: bool = False
+    # narrower limits and budgets, as --limit and --budget write them: added to the policy's
+    limits: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=32)
+    budgets: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=32
+    )
+
+    def asked_limits(self) -> Limits | None:
+        """The limits asked for, parsed (``InvalidLimitError``: outside the grammar)."""
+        if not self.limits and not self.budgets:
+            return None
+        return Limits.parse(self.limits or (), budgets=self.budgets or ())
 
     @field_validator("audience")
     @classmethod
@@ -352,51 +362,6 @@ class _RevokeRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
 
 
-async def _json_body(request: Request, broker: _Broker) -> Any:
-    """The request's JSON, bounded in size and in time; anything else is a 4xx."""
-    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if kind != "application/json":
-        raise Problem(415, "unsupported-media-type", "send the body as application/json")
-    limit = broker.config.max_body
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Problem(413, "body-too-large", f"a request body is at most {limit} bytes")
-
-    async def read() -> bytes:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise Problem(413, "body-too-large", f"a request body is at most {limit} bytes")
-        return bytes(body)
-
-    try:
-        raw = await asyncio.wait_for(read(), broker.config.body_timeout)
-    except TimeoutError:
-        raise Problem(408, "request-timeout", "the request body came too slowly") from None
-    except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log as an error
-        raise Problem(400, "client-disconnected", "the client left before its body") from None
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        raise Problem(400, "invalid-json", "the body is not valid JSON") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _model(model: type[BaseModel], body: Any) -> Any:
-    if not isinstance(body, dict):
-        raise Problem(400, "invalid-request", "the body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-        raise Problem(400, "invalid-request", f"{where}: {first.get('msg', 'invalid')}") from None
-
-
 Handler = Callable[[Request, _Broker], Awaitable[Response]]
 
 
@@ -412,7 +377,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             problem = problem_for(exc)
             if problem.status >= 500 and not isinstance(exc, AgentSudoError | Problem):
                 _log.exception("%s %s failed", request.method, request.url.path)
-            if isinstance(problem, _TooMany):
+            if isinstance(problem, TooMany):
                 return problem_response(problem, {"retry-after": str(problem.retry_after)})
             return problem_response(problem)
 
@@ -435,7 +400,12 @@ async def _issue(request: Request, broker: _Broker) -> Response:
     jkt = await requested_binding(request, broker.proofs)  # a DPoP proof: bind to its key
     try:
         grant = broker.policy.grant(
-            caller, asked.agent, scopes=asked.scopes, ttl=asked.ttl, audience=asked.audience
+            caller,
+            asked.agent,
+            scopes=asked.scopes,
+            ttl=asked.ttl,
+            audience=asked.audience,
+            limits=asked.asked_limits(),
         )
     except AgentSudoError as exc:
         why = clipped(str(exc))  # the log, as the audit, keeps a caller's words short
@@ -457,6 +427,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         audience=audience,
         once=asked.once,
         jkt=jkt,
+        limits=grant.limits,
     )
     if asked.once:
         from ..state.onetime import mark_one_time
@@ -472,6 +443,8 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         "expires_at": minted.claims["exp"],
         "token_type": "Bearer" if jkt is None else "DPoP",
     }
+    if LIMITS_CLAIM in minted.claims:  # RFC 9396 §7: the authorization details granted
+        body[LIMITS_CLAIM] = minted.claims[LIMITS_CLAIM]
     return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 
 
@@ -712,6 +685,11 @@ async def _elevation(request: Request, broker: _Broker) -> Response:
     return JSONResponse(answer, headers={"cache-control": "no-store"})
 
 
+async def _budgets(request: Request, broker: _Broker) -> Response:
+    """A token's budgets as they stand (its holder, or an admin): ``budget_api``."""
+    return await balances_endpoint(request, broker, admin=_admin)
+
+
 async def _check_audit_until_done(broker: _Broker, every: float = 5.0) -> None:
     """The start's check of the audit against its kept head, again until the store answers."""
     while True:
@@ -775,6 +753,8 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route("/v1/elevations", _endpoint(_file_elevation), methods=["POST"]),
         Route("/v1/elevations/{request_id}", _endpoint(_elevation), methods=["GET"]),
         Route(EXCHANGE_PATH, exchange_endpoint, methods=["POST"]),  # RFC 8693: delegation
+        Route(SPEND_PATH, _endpoint(spend_endpoint), methods=["POST"]),  # budgets, debited here
+        Route(BUDGETS_PATH, _endpoint(_budgets), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -304,6 +304,8 @@ class BrokerAudit:
             audience=audience,
             once=once or None,
             jkt=(claims.get("cnf") or {}).get("jkt"),  # bound to this key (DPoP)
+            limits=[entry.text() for entry in grant.limits] if grant.limits else None,
+            budgets=_budgets_text(grant.limits),
             caller=principal(caller),
         )
 
@@ -396,3 +398,11 @@ class BrokerAudit:
     def close(self) -> None:
         """Close the file."""
         self.file.close()
+
+
+def _budgets_text(limits: Any) -> list[str] | None:
+    """The budgets of a token's limits as grammar lines, for the audit (``None``: none)."""
+    if not limits:
+        return None
+    lines = [f"{e.scope} {e.budget.text()}" for e in limits if e.budget is not None]
+    return lines or None

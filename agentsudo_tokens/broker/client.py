@@ -18,6 +18,7 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ from ..errors import (
 if TYPE_CHECKING:
     from ..config import Settings
     from ..state.approvals import ApprovalRequest
+    from ..state.budgets import Balance
     from ..tokens.dpop import DPoPKey
 
 __all__ = ["BrokerClient", "BrokerUnavailableError"]
@@ -81,6 +83,15 @@ def _error_of(status: int, answer: dict[str, Any], message: str) -> AgentSudoErr
     if name == "DelegationRefusedError":
         reason = answer.get("reason")
         return errors.DelegationRefusedError(message, reason=str(reason)[:40])
+    if name in ("BudgetExhaustedError", "LimitExceededError") and status == 403:
+        limited = getattr(errors, name)
+        scope = answer.get("scope")
+        return limited(  # type: ignore[no-any-return]
+            message,
+            argument=str(answer.get("argument", ""))[:64],
+            limit=str(answer.get("limit", ""))[:300],
+            scope=scope[:256] if isinstance(scope, str) else None,
+        )
     cls = getattr(errors, name, None) if name in _NAMED_ERRORS else None
     if isinstance(cls, type) and issubclass(cls, AgentSudoError):
         return cls(message)
@@ -89,12 +100,25 @@ def _error_of(status: int, answer: dict[str, Any], message: str) -> AgentSudoErr
 
 _NAMED_ERRORS = frozenset(
     {
-        "BadSignatureError", "ConfigError", "ExpiredTokenError", "InvalidScopeError",
+        "BadSignatureError", "ConfigError", "ExpiredTokenError", "InvalidLimitError",
+        "InvalidScopeError",
         "InvalidTokenError", "MalformedTokenError", "NotYetValidTokenError",
         "RevokedTokenError", "TokenLifetimeError", "UnknownKeyError", "WrongAudienceError",
         "WrongIssuerError",
     }
 )  # fmt: skip
+
+
+def _lines(lines: Sequence[str], what: str) -> list[str]:
+    """Limit or budget lines, checked here first (``InvalidLimitError``: outside the grammar)."""
+    from ..errors import InvalidLimitError
+    from ..tokens.limits_text import parse_budget, parse_limit
+
+    if isinstance(lines, str):
+        raise InvalidLimitError(f"{what}: expected a list of lines, found one string")
+    for line in lines:
+        parse_limit(line) if what == "limits" else parse_budget(line)
+    return list(lines)
 
 
 def check_address(address: str) -> str:
@@ -176,11 +200,14 @@ class BrokerClient:
         *,
         form: dict[str, str | list[str]] | None = None,
         headers: dict[str, str] | None = None,
+        own_auth: bool = False,
     ) -> Any:
         """One call: the answer's JSON, or the error its problem names.
 
         :param form: sent as ``application/x-www-form-urlencoded`` instead of ``body``.
         :param headers: more request headers (a ``DPoP`` proof).
+        :param own_auth: ``headers`` carry their own ``authorization`` (a token presented as
+            its holder's): the broker credential is not sent.
         :raises BrokerUnavailableError: no broker there, or an answer that is not its API.
         :raises AgentSudoError: the broker refused (the subclass by the HTTP status).
         """
@@ -194,7 +221,7 @@ class BrokerClient:
 
             payload = urlencode(form, doseq=True).encode()
             headers["content-type"] = "application/x-www-form-urlencoded"
-        if self.credential is not None:
+        if self.credential is not None and not own_auth:
             headers["authorization"] = f"Bearer {self.credential}"
         connection = self._connection()
         try:
@@ -238,9 +265,14 @@ class BrokerClient:
         audience: str | list[str] | None = None,
         once: bool = False,
         dpop_key: DPoPKey | None = None,
+        limits: Sequence[str] | None = None,
+        budgets: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """A token for ``agent``, as the policy allows this caller.
 
+        :param limits: narrower limits than the policy's, as ``--limit`` writes them
+            (``'write:refunds amount<=50'``): added to the policy's.
+        :param budgets: budgets as ``--budget`` writes them, at most the policy's.
         :param dpop_key: bind the token to this key (RFC 9449 §5): the request carries a
             DPoP proof signed by it, and services accept the token only with proofs of it.
         :returns: ``{"token", "jti", "agent", "scopes", "expires_at", "token_type"}``
@@ -256,6 +288,9 @@ class BrokerClient:
             body["audience"] = audience
         if once:
             body["once"] = True
+        for name, lines in (("limits", limits), ("budgets", budgets)):
+            if lines:
+                body[name] = _lines(lines, name)
         headers = None
         if dpop_key is not None:
             headers = {"DPoP": dpop_key.proof("POST", self.url_of("/v1/tokens"))}
@@ -274,18 +309,30 @@ class BrokerClient:
         scopes: list[str] | None = None,
         audience: str | list[str] | None = None,
         ttl: int | None = None,
+        limits: Sequence[str] | None = None,
+        budgets: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Exchange ``subject_token`` for a narrower token for a sub-agent (RFC 8693).
 
         The token is the credential: no broker credential is needed.
+
+        :param limits: narrower limits for the child, as ``--limit`` writes them; the
+            child also carries every limit of the token that may apply to its scopes.
+        :param budgets: the child's budgets, as ``--budget`` writes them: each is carved
+            out of what the token's budget on that scope has left (needed for each
+            budget of the token that may apply to the child's scopes).
+        Both go as RFC 9396 ``authorization_details``.
 
         :param actor: the sub-agent's name; default the token's own agent.
         :param scopes: within the token's (default: all of them that may be passed on).
         :param audience: within the token's (default: the same).
         :param ttl: seconds, no longer than the token has left (default: the broker's TTL,
             cut to that).
-        :returns: ``{"access_token", "issued_token_type", "token_type", "expires_in", "scope"}``.
-        :raises DelegationRefusedError: beyond the token or the policy (``reason`` says which).
+        :returns: ``{"access_token", "issued_token_type", "token_type", "expires_in", "scope"}``
+            and ``authorization_details`` when the child has limits.
+        :raises DelegationRefusedError: beyond the token or the policy (``reason`` says which:
+            ``limits`` for a looser limit, ``budget`` for a budget missing or above what is left).
+        :raises InvalidLimitError: a line outside the grammar (nothing is sent).
         :raises InvalidTokenError: the token itself is refused (expired, revoked, ...).
         """
         from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE
@@ -320,10 +367,103 @@ class BrokerClient:
             form["actor"] = actor
         if ttl is not None:
             form["expires_in"] = str(ttl)
+        if limits or budgets:
+            from ..tokens.limits import LIMITS_CLAIM, Limits
+
+            asked = Limits.parse(
+                _lines(limits or (), "limits"), budgets=_lines(budgets or (), "budgets")
+            )
+            form[LIMITS_CLAIM] = json.dumps(asked.claim(), separators=(",", ":"))
         answer = dict(self.request("POST", "/v1/oauth/token", form=form))
         if not isinstance(answer.get("access_token"), str):
             raise BrokerUnavailableError(f"the broker at {self.address} answered without a token")
         return answer
+
+    # -- budgets debited at the broker (agents under a broker) --------------------
+
+    def spend(
+        self,
+        token: str,
+        scope: str,
+        arguments: Mapping[str, Any],
+        *,
+        dpop_key: DPoPKey | None = None,
+    ) -> dict[str, Balance]:
+        """Debit one call needing ``scope`` from ``token``'s budgets in the broker's store.
+
+        The broker computes the cost from the token's own limits: ``arguments`` are the
+        call's values of the budgeted arguments (JSON numbers; others may be left out).
+
+        :param dpop_key: the key a bound token is bound to (a DPoP proof goes along).
+        :returns: the balance after, per budget entry debited (its id); empty when no
+            budget of the token applies to ``scope``.
+        :raises BudgetExhaustedError: a budget is short, or a budgeted argument is missing
+            or not a number >= 0 (the broker's one line; nothing more was debited).
+        :raises InvalidTokenError: the token is refused (expired, revoked, ...).
+        :raises StoreUnavailableError: the broker's store cannot be reached (refuse the call).
+        """
+        from ..state.budgets import Balance
+
+        headers = {"authorization": f"Bearer {token}"}
+        if dpop_key is not None:
+            headers = {
+                "authorization": f"DPoP {token}",
+                "DPoP": dpop_key.proof("POST", self.url_of("/v1/budgets/spend"), token=token),
+            }
+        body = {"scope": scope, "arguments": dict(arguments)}
+        answer = self.request("POST", "/v1/budgets/spend", body, headers=headers, own_auth=True)
+        return {key: Balance(**value) for key, value in self._balances(answer).items()}
+
+    def budgets(self, token_or_jti: str) -> dict[str, Balance]:
+        """What a token has spent of its budgets at the broker, per entry id.
+
+        A whole token asks as its holder (every budget it carries, spent or not);
+        a bare ``jti`` asks as an admin of the broker (the entries spent so far).
+
+        :raises PermissionDeniedError: a ``jti`` from a caller that is no admin.
+        """
+        from ..state.budgets import Balance
+
+        return {
+            key: Balance(**value)
+            for key, value in self._balances(self.budget_report(token_or_jti)).items()
+        }
+
+    def budget_report(self, token_or_jti: str) -> dict[str, Any]:
+        """The broker's answer for ``budgets``: ``{"jti", "balances": {id: {"limits",
+        "spent", "left"}, and for a token's holder "scope", "budget"}}``."""
+        from ..tokens.verifier import decode_unverified
+
+        if not isinstance(token_or_jti, str) or not token_or_jti.strip():
+            raise ConfigError("expected a token or a jti, found nothing")
+        text = token_or_jti.strip()
+        if text.count(".") == 2:  # a JWS: its holder asks
+            jti = decode_unverified(text).claims.get("jti")
+            if not isinstance(jti, str) or not _URL_SAFE.fullmatch(jti):
+                raise InvalidTokenError("the token has no jti this broker could have issued")
+            headers = {"authorization": f"Bearer {text}"}
+            return dict(self.request("GET", f"/v1/budgets/{jti}", headers=headers, own_auth=True))
+        if not _URL_SAFE.fullmatch(text):
+            raise ConfigError(f"expected a token or a jti, found {text[:40]!r}")
+        return dict(self.request("GET", f"/v1/budgets/{text}"))
+
+    def _balances(self, answer: Any) -> dict[str, dict[str, dict[str, int]]]:
+        """``balances`` of an answer, checked: entry id -> limits and spent, integers."""
+        balances = answer.get("balances") if isinstance(answer, dict) else None
+        if not isinstance(balances, dict):
+            raise BrokerUnavailableError(f"the broker at {self.address} answered without balances")
+        checked = {}
+        for key, value in balances.items():
+            try:
+                limits, spent = dict(value["limits"]), dict(value["spent"])
+                if not all(type(v) is int for v in (*limits.values(), *spent.values())):
+                    raise TypeError
+            except (KeyError, TypeError, ValueError):
+                raise BrokerUnavailableError(
+                    f"the broker at {self.address} answered a balance that is not one"
+                ) from None
+            checked[str(key)] = {"limits": limits, "spent": spent}
+        return checked
 
     def revoke(
         self,

@@ -10,8 +10,10 @@
         actor=Summarizer               extension: the sub-agent; default the parent's agent
         expires_in=300                 extension: seconds; default the broker's TTL, cut
                                        to what the parent has left
+        authorization_details=[...]    RFC 9396 §6: narrower limits and the child's budgets,
+                                       a JSON array of agentsudo_limits entries as in a token
     -> 200 {"access_token", "issued_token_type", "token_type": "Bearer",
-            "expires_in", "scope"}
+            "expires_in", "scope", "authorization_details" (when the child has limits)}
 
 The subject token is the credential: whoever holds a token may exchange it
 for less, on the socket or over TCP, with no broker credential. The broker
@@ -31,6 +33,17 @@ refused delegation, ``reason``: one answer that both an OAuth library and
 ``BrokerClient`` read. Unknown parameters are ignored (RFC 6749 §3.2);
 ``resource``, ``actor_token`` and ``actor_token_type`` are refused, not
 ignored, as is any parameter but ``audience`` given twice.
+
+Limits narrow too (``tokens.limits_narrow``): the child carries every entry of
+the parent that could apply to its scopes (constraints copied; a budget is never
+copied), then the entries asked in ``authorization_details``; one looser than
+the parent's is refused (``reason: limits``). Each parent budget that could
+apply to the child's scopes needs a child budget covering it; the child's
+amounts are carved out of the parent's remainder (``exchange_carving``): debited
+from the parent's entry in the broker's store, atomically, after the child is
+minted and before it is handed out. Asking more than is left, or no budget
+where one is needed, is refused (``reason: budget``, RFC 9396's
+``invalid_authorization_details``) and nothing is debited.
 
 ``actor`` names the sub-agent, never another agent of the policy (nor one
 differing from it only in case) but the parent's own acting agent: a sub-agent's
@@ -76,9 +89,11 @@ from ..errors import (
 )
 from ..tokens.claims import VerifiedClaims
 from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE, MAX_DEPTH, narrow
+from ..tokens.limits import LIMITS_CLAIM
 from ..tokens.revocation import agent_cutoff, check_revoked, iso_time
 from ..tokens.scopes import ScopeSet
 from ..tokens.verifier import Verifier, decode_unverified
+from . import exchange_carving as carving
 from .audit import clipped
 from .devmode import DevPolicy
 from .exchange_request import ExchangeError, ExchangeRequest, parse_exchange_form
@@ -95,6 +110,7 @@ __all__ = [
     "delegation_rules",
     "exchange_endpoint",
     "parse_exchange_form",
+    "verify_agent_token",
 ]
 
 EXCHANGE_PATH = "/v1/oauth/token"
@@ -128,10 +144,15 @@ class _Minted:
     claims: dict[str, Any]
     chain: tuple[str, ...]
     ttl: int
+    carved: tuple[dict[str, Any], ...] = ()  # the parent's budget entries debited for it
 
 
-def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
-    """The subject token's claims: verified, not revoked (nor its chain), not one-time."""
+def verify_agent_token(broker: Any, token: str) -> VerifiedClaims:
+    """An agent's token this broker issued, for any of its audiences (revocation not checked
+    here: ``check_revoked`` with the store). A one-time token raises ``StateRequiredError``.
+
+    :raises InvalidTokenError: not such a token.
+    """
     verifier: Verifier | None = getattr(broker, "exchange_verifier", None)
     if verifier is None:
         settings = broker.config.settings
@@ -141,7 +162,7 @@ def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
             audience=settings.audience,
             leeway=settings.leeway,
             max_ttl=settings.max_ttl,
-            store=None,  # revocation below, from the store; a one-time token is refused
+            store=None,  # revocation from the store, by the caller; a one-time token is refused
         )
         broker.exchange_verifier = verifier
     audience = None
@@ -151,8 +172,13 @@ def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
         audience = first if isinstance(first, str) else None
     except AgentSudoError:
         pass  # verify says what is wrong with it
+    return verifier.verify(token, audience=audience)
+
+
+def _verified_parent(broker: Any, token: str) -> VerifiedClaims:
+    """The subject token's claims: verified, not revoked (nor its chain), not one-time."""
     try:
-        claims = verifier.verify(token, audience=audience)
+        claims = verify_agent_token(broker, token)
     except StateRequiredError:
         raise DelegationRefusedError(
             "a one-time token is used once: it cannot be exchanged",
@@ -222,6 +248,7 @@ def _mint(broker: Any, asked: ExchangeRequest, parent: VerifiedClaims) -> _Minte
         default_ttl=getattr(policy, "default_ttl", settings.ttl),
         max_depth=max_depth,
         delegable=delegable,
+        limits=asked.limits,
     )
     for name in dict.fromkeys(narrowed.chain):  # a kill switch: no token born revoked
         cutoff = agent_cutoff(broker.store, name)
@@ -232,6 +259,8 @@ def _mint(broker: Any, asked: ExchangeRequest, parent: VerifiedClaims) -> _Minte
                 reason="revoked_actor",
                 agent=name,
             )
+    ledger = carving.Ledger(broker.store, parent, settings.leeway)
+    ledger.check(narrowed.carves)  # refused before anything is debited
     audience = list(narrowed.audience)
     minted = broker.issuer.issue(
         parent.subject,
@@ -240,8 +269,10 @@ def _mint(broker: Any, asked: ExchangeRequest, parent: VerifiedClaims) -> _Minte
         audience=audience[0] if len(audience) == 1 else audience,
         now=now,
         delegation=narrowed.delegation,
+        limits=narrowed.limits,
     )
-    return _Minted(minted.token, dict(minted.claims), narrowed.chain, narrowed.ttl)
+    carved = ledger.carve(narrowed.carves)  # only now: a token that failed to mint costs nothing
+    return _Minted(minted.token, dict(minted.claims), narrowed.chain, narrowed.ttl, carved)
 
 
 _CLIENT_ERRORS = (
@@ -267,9 +298,13 @@ def _error_of(exc: Exception) -> ExchangeError:
         return exc
     name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _CLIENT_ERRORS), None)
     if isinstance(exc, DelegationRefusedError):
-        error = {"scope": "invalid_scope", "not_delegable": "invalid_scope"}.get(
-            exc.reason, "invalid_target" if exc.reason == "audience" else "invalid_request"
-        )
+        error = {
+            "scope": "invalid_scope",
+            "not_delegable": "invalid_scope",
+            "audience": "invalid_target",
+            "limits": "invalid_authorization_details",  # RFC 9396 §5
+            "budget": "invalid_authorization_details",
+        }.get(exc.reason, "invalid_request")
         return ExchangeError(
             error, str(exc), kind="delegation-refused", cls=name, reason=exc.reason
         )
@@ -399,6 +434,8 @@ async def exchange_endpoint(request: Request) -> Response:
         scopes=claims["scope"].split(" "),
         audience=claims["aud"],
         ttl=minted.ttl,
+        limits=carving.limit_lines(claims),
+        carved=list(minted.carved) or None,
         caller=caller,
         address=address,
     )
@@ -409,6 +446,8 @@ async def exchange_endpoint(request: Request) -> Response:
         "expires_in": minted.ttl,
         "scope": claims["scope"],
     }
+    if LIMITS_CLAIM in claims:  # RFC 9396 §7: the authorization details granted
+        body[LIMITS_CLAIM] = claims[LIMITS_CLAIM]
     return JSONResponse(body, headers={"cache-control": "no-store", "pragma": "no-cache"})
 
 

@@ -11,15 +11,17 @@ library and ``BrokerClient`` read: RFC 6749's ``error`` and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse
 
-from ..errors import InvalidScopeError
+from ..errors import InvalidLimitError, InvalidScopeError
 from ..tokens.claims import MAX_AUDIENCES, MAX_NAME, is_agent_name
 from ..tokens.delegation import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
+from ..tokens.limits import LIMITS_CLAIM, Limits
 from ..tokens.scopes import ScopeSet
 
 __all__ = ["ExchangeError", "ExchangeRequest", "parse_exchange_form"]
@@ -27,6 +29,7 @@ __all__ = ["ExchangeError", "ExchangeRequest", "parse_exchange_form"]
 _TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
 _MAX_FIELDS = 64
 _MAX_VALUE = 8192
+_MAX_DETAILS = 32768  # authorization_details: the JSON of at most 32 entries
 _REPEATABLE = frozenset({"audience"})
 _UNSUPPORTED = {
     "resource": ("invalid_target", "resource is not supported: name services with audience"),
@@ -106,6 +109,7 @@ class ExchangeRequest:
     actor: str | None
     ttl: int | None
     issued_token_type: str
+    limits: Limits | None = None  # authorization_details (RFC 9396 §6): narrower, budgets
 
     def asked(self) -> dict[str, Any]:
         """What was asked, for the audit: never the token, and little of a long request
@@ -119,6 +123,11 @@ class ExchangeRequest:
             asked["actor"] = self.actor
         if self.ttl is not None:
             asked["ttl"] = self.ttl
+        if self.limits is not None:
+            asked["limits"] = _few(tuple(entry.text() for entry in self.limits))
+            budgets = tuple(f"{e.scope} {e.budget.text()}" for e in self.limits if e.budget)
+            if budgets:
+                asked["budgets"] = _few(budgets)
         return asked
 
 
@@ -152,8 +161,9 @@ def _fields(raw: bytes) -> dict[str, list[str]]:
     for name, value in pairs:
         if value == "":  # sent without a value: as if omitted (RFC 6749 §3.1)
             continue
-        if len(value) > _MAX_VALUE or not value.isprintable():
-            raise _invalid(f"{_shown(name)}: expected printable text of at most {_MAX_VALUE}")
+        longest = _MAX_DETAILS if name == LIMITS_CLAIM else _MAX_VALUE
+        if len(value) > longest or not value.isprintable():
+            raise _invalid(f"{_shown(name)}: expected printable text of at most {longest}")
         fields.setdefault(name, []).append(value)
     for name, values in fields.items():
         if len(values) > 1 and name not in _REPEATABLE:
@@ -229,4 +239,28 @@ def parse_exchange_form(raw: bytes) -> ExchangeRequest:
         actor,
         ttl,
         wanted,
+        _limits(one(LIMITS_CLAIM)),
     )
+
+
+def _limits(text: str | None) -> Limits | None:
+    """``authorization_details``: a JSON array of ``agentsudo_limits`` entries, as in a token.
+
+    :raises ExchangeError: ``invalid_authorization_details`` (RFC 9396 §5) for anything else.
+    """
+    if text is None:
+        return None
+    try:
+        return Limits.from_claim(json.loads(text, parse_constant=_no_constant))
+    except (ValueError, RecursionError) as exc:
+        why = exc.message if isinstance(exc, InvalidLimitError) else "not valid JSON"
+        raise ExchangeError(
+            "invalid_authorization_details",
+            f"authorization_details: {why}",
+            kind="invalid-limits",
+            cls="InvalidLimitError",
+        ) from None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")

@@ -21,6 +21,16 @@ The file (DESIGN §12)::
     delegable = ["read:*"]                      # optional: scopes it may pass on to sub-agents
                                                 # (true: all of scopes); default: none
     max_depth = 2                               # optional: exchanges deep (1 to 8); default 1
+    limits = ["write:refunds amount<=100"]      # optional: constraints every token carries
+    budgets = ["write:refunds amount=500 calls=20"]  # optional: budgets every token carries
+
+``limits`` and ``budgets`` take the grammar of ``--limit`` and ``--budget``
+(``tokens.limits_text``), on scopes the agent may be granted. A token carries
+those that may apply to its scopes, then any narrower ones its caller asks for
+(``agentsudo issue --limit/--budget``; a looser bound or a bigger budget than
+the policy's is refused). A budget is per token: a fresh token has a fresh
+budget, which is why issuance is rate-limited per caller; a sub-agent's budget
+is carved out of its parent's remainder at exchange (``broker.exchange``).
 
 Principals are ``uid:N``, ``gid:N``, ``user:NAME``, ``group:NAME`` (names are resolved
 to ids when the policy loads; an unknown name is an error) and ``credential:NAME``

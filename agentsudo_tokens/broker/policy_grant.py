@@ -21,6 +21,9 @@ from typing import Any, Generic, TypeVar
 from ..config import DEFAULT_TTL
 from ..errors import ConfigError, InvalidScopeError, PermissionDeniedError
 from ..tokens.claims import is_agent_name
+from ..tokens.limit_entry import concerns
+from ..tokens.limits import Limits
+from ..tokens.limits_narrow import check_not_looser, over_budget
 from ..tokens.scopes import ScopeSet
 from .policy_principals import Caller, Principal, shown
 from .policy_schema import AgentPolicy, human
@@ -54,6 +57,7 @@ class RefusalReason(enum.Enum):
     ASK = "ask"
     TTL = "ttl"
     AUDIENCE = "audience"
+    LIMITS = "limits"
 
 
 class PolicyRefusal(PermissionDeniedError):
@@ -108,12 +112,13 @@ def asked_scopes(scopes: Sequence[str]) -> ScopeSet:
 
 @dataclass(frozen=True)
 class Grant:
-    """What the policy grants one request: the token's agent, scopes, TTL and audience."""
+    """What the policy grants one request: the token's agent, scopes, TTL, audience, limits."""
 
     agent: str
     scopes: tuple[str, ...]
     ttl: int
     audience: str | tuple[str, ...]
+    limits: Limits | None = None  # the policy's that apply to the scopes, then those asked
 
 
 def check_ttl(ttl: object) -> None:
@@ -141,8 +146,13 @@ class Granting(ABC, Generic[_Rules]):
         scopes: Sequence[str] | None,
         ttl: int | None,
         audience: str | Sequence[str] | None,
+        limits: Limits | None = None,
     ) -> Grant:
         """Decide a token request: what ``caller`` gets for ``agent``, or why not.
+
+        ``limits`` are narrower limits the caller asks for, added to the policy's
+        (every entry applies, so they can only narrow; one looser than the policy's
+        on the same argument, or a budget above the policy's, is refused).
 
         ``scopes=None`` asks for every grantable scope, ``ttl=None`` for the
         default TTL (at most the agent's ``max_ttl``), ``audience=None`` for the
@@ -154,12 +164,44 @@ class Granting(ABC, Generic[_Rules]):
         :raises InvalidScopeError: a scope outside the grammar, or none.
         """
         rules = self._rules(caller, agent)
+        granted = self._scopes(agent, rules, scopes)
         return Grant(
             agent,
-            self._scopes(agent, rules, scopes),
+            granted,
             self._ttl(agent, rules, ttl),
             self._audience(agent, rules, audience),
+            self._limits(agent, rules, ScopeSet(granted), limits),
         )
+
+    def _limits(
+        self, agent: str, rules: _Rules, granted: ScopeSet, asked: Limits | None
+    ) -> Limits | None:
+        """The token's limits: the policy's that may apply to ``granted``, then ``asked``."""
+        held = self._policy_limits(agent, rules)
+        applying = [entry for entry in held or () if concerns(entry.scope, granted)]
+        if asked is None:
+            return Limits(applying) if applying else None
+        for entry in asked:
+            if not concerns(entry.scope, granted):
+                raise PolicyRefusal(
+                    f"agent {agent!r}: the limit on {entry.scope} applies to none of the "
+                    f"token's scopes ({granted.claim()})",
+                    reason=RefusalReason.LIMITS,
+                    agent=agent,
+                    found=entry.scope,
+                )
+        problem = check_not_looser(asked, applying, whose="its policy's") or over_budget(
+            asked, applying, whose="its policy's"
+        )
+        if problem is not None:
+            raise PolicyRefusal(
+                f"agent {agent!r}: {problem}", reason=RefusalReason.LIMITS, agent=agent
+            )
+        return Limits([*applying, *asked])  # InvalidLimitError: too many
+
+    def _policy_limits(self, agent: str, rules: _Rules) -> Limits | None:
+        """The limits the policy sets for ``agent`` (none by default)."""
+        return None
 
     @abstractmethod
     def is_admin(self, caller: Caller) -> bool:
@@ -204,6 +246,7 @@ class Policy(Granting[AgentPolicy]):
     _grantable: Mapping[str, frozenset[tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )
+    _agent_limits: Mapping[str, Limits | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "agents", MappingProxyType(dict(self.agents)))
@@ -212,6 +255,8 @@ class Policy(Granting[AgentPolicy]):
             for name, rules in self.agents.items()
         }
         object.__setattr__(self, "_grantable", MappingProxyType(grantable))
+        parsed = {name: rules.limits_of() for name, rules in self.agents.items()}
+        object.__setattr__(self, "_agent_limits", MappingProxyType(parsed))
 
     def is_admin(self, caller: Caller) -> bool:
         """True when ``caller`` may approve, deny and revoke."""
@@ -252,6 +297,9 @@ class Policy(Granting[AgentPolicy]):
                     agent, repr(scope), grants, RefusalReason.SCOPE, rules.scopes, scope
                 )
         return asked.scopes
+
+    def _policy_limits(self, agent: str, rules: AgentPolicy) -> Limits | None:
+        return self._agent_limits.get(agent)
 
     def _ttl(self, agent: str, rules: AgentPolicy, ttl: int | None) -> int:
         if ttl is None:

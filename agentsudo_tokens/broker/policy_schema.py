@@ -15,9 +15,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..config import DEFAULT_AUDIENCE, DEFAULT_MAX_TTL, DEFAULT_TTL, parse_duration
-from ..errors import ConfigError, InvalidScopeError
+from ..errors import ConfigError, InvalidLimitError, InvalidScopeError
 from ..tokens.claims import MAX_AUDIENCES, MAX_NAME
 from ..tokens.delegation import MAX_DEPTH
+from ..tokens.limit_entry import concerns
+from ..tokens.limits import Limits
+from ..tokens.limits_text import parse_budget, parse_limit
 from ..tokens.scopes import ScopeSet, covered, validate_required_scope
 from .policy_principals import Principal, shown
 
@@ -163,6 +166,34 @@ def _delegable(value: object, grantable: tuple[str, ...] | None) -> tuple[str, .
     return tuple(dict.fromkeys(value))
 
 
+def _limit_lines(value: object, scopes: tuple[str, ...] | None, parse: object) -> tuple[str, ...]:
+    """``limits`` or ``budgets``: lines of the grammar, each on a scope the agent may be granted."""
+    lines = _strings(value, "lines like 'write:refunds amount<=100'")
+    granted = ScopeSet.parse(scopes) if scopes else None
+    for index, line in enumerate(lines):
+        try:
+            scope = parse(line)  # type: ignore[operator]
+        except InvalidLimitError as exc:
+            raise InvalidValue(str(exc), index) from None
+        scope = scope if isinstance(scope, str) else scope.scope
+        if granted is not None and not concerns(scope, granted):
+            raise InvalidValue(
+                f"expected a scope the agent may be granted ({' '.join(granted.scopes)}), "
+                f"found {scope!r}",
+                index,
+            )
+    return tuple(lines)
+
+
+def _entries(limits: tuple[str, ...], budgets: tuple[str, ...]) -> None:
+    if not limits and not budgets:
+        return
+    try:
+        Limits.parse(limits, budgets=budgets)
+    except InvalidLimitError as exc:  # too many scopes
+        raise InvalidValue(str(exc)) from None
+
+
 class AgentPolicy(_Model):
     """What the policy says about one agent (validated, durations in seconds)."""
 
@@ -175,6 +206,40 @@ class AgentPolicy(_Model):
     # (true: every grantable scope; default none), and how many exchanges deep.
     delegable: tuple[str, ...] = ()
     max_depth: int = 1
+    # Carried by every token of this agent (tokens.limits): constraints on arguments and
+    # budgets per scope, the grammar of --limit and --budget. A budget is per token.
+    limits: tuple[str, ...] = ()
+    budgets: tuple[str, ...] = ()
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: object, info: ValidationInfo) -> tuple[str, ...]:
+        lines = _limit_lines(value, info.data.get("scopes"), parse_limit)
+        _entries(lines, ())
+        return lines
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: object, info: ValidationInfo) -> tuple[str, ...]:
+        lines = _limit_lines(value, info.data.get("scopes"), lambda line: parse_budget(line)[0])
+        seen: dict[str, int] = {}
+        for index, line in enumerate(lines):
+            scope = parse_budget(line)[0]
+            if scope in seen:
+                raise InvalidValue(
+                    f"expected one budget per scope (every total on one line), found a second "
+                    f"for {scope} (the first is budgets[{seen[scope]}])",
+                    index,
+                )
+            seen[scope] = index
+        _entries(info.data.get("limits") or (), lines)
+        return lines
+
+    def limits_of(self) -> Limits | None:
+        """Its limits and budgets as ``Limits`` (``None`` when it has neither)."""
+        if not self.limits and not self.budgets:
+            return None
+        return Limits.parse(self.limits, budgets=self.budgets)
 
     @field_validator("delegable", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from ..errors import (
     UnknownApprovalError,
 )
 
-__all__ = ["MEDIA_TYPE", "Problem", "problem_for", "problem_response"]
+__all__ = ["MEDIA_TYPE", "Problem", "TooMany", "problem_for", "problem_response"]
 
 MEDIA_TYPE = "application/problem+json"
 _PREFIX = "urn:agentsudo:problem:"
@@ -41,6 +41,14 @@ class Problem(Exception):
         self.kind = kind
         self.detail = detail
         self.extra = extra
+
+
+class TooMany(Problem):
+    """429: a caller over its rate limit, and the whole seconds before it may ask again."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(429, "too-many-requests", detail)
+        self.retry_after = retry_after
 
 
 # Looked up along the error's class hierarchy, most specific first.

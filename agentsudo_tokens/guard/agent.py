@@ -317,6 +317,8 @@ class Agent:
         ttl: int | None = None,
         audience: str | list[str] | None = None,
         broker: BrokerClient | None = None,
+        limits: list[str] | tuple[str, ...] | None = None,
+        budgets: list[str] | tuple[str, ...] | None = None,
     ) -> Agent:
         """An agent for sub-agent ``name`` with a token exchanged for this agent's (RFC 8693).
 
@@ -326,7 +328,13 @@ class Agent:
         its grant be passed on that deep. Revoking this token revokes the child.
 
         :param name: the sub-agent (its ``act``); default this agent's own name.
-        :raises DelegationRefusedError: beyond this token or the policy (``reason`` says which).
+        :param limits: narrower limits for the child (``'write:refunds amount<=50'``); it
+            carries this token's that may apply to its scopes anyway.
+        :param budgets: the child's budgets (``'write:refunds amount=100'``), carved out
+            of what this token's budgets have left; one is needed for each of them that
+            may apply to the child's scopes.
+        :raises DelegationRefusedError: beyond this token or the policy (``reason`` says which;
+            ``limits``, ``budget``).
         :raises InvalidTokenError: this token is refused (expired, revoked).
         :raises ConfigError: an unsigned agent, or no broker.
         """
@@ -340,6 +348,8 @@ class Agent:
             ttl=ttl,
             audience=audience,
             broker=broker,
+            limits=limits,
+            budgets=budgets,
         )
         return Agent.from_token(token, verifier=self._verifier)
 

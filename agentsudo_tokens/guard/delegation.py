@@ -8,7 +8,13 @@
 (``broker.exchange``) at ``AGENTSUDO_BROKER`` (or the client given), with the
 agent's token as the credential. The broker decides: scopes, audience and
 lifetime within the token's, as deep and as passable as the root agent's policy
-allows; a refusal is a ``DelegationRefusedError`` naming its rule.
+allows; a refusal is a ``DelegationRefusedError`` naming its rule. The child
+carries the token's limits that may apply to its scopes and any narrower ones
+asked (``limits=``); its budgets (``budgets=``) are carved out of the token's:
+
+    child = agent.delegate("Refunder", scopes=["write:refunds"],
+                           limits=["write:refunds amount<=50"],
+                           budgets=["write:refunds amount=100 calls=5"])
 """
 
 from __future__ import annotations
@@ -36,11 +42,17 @@ def exchange_token(
     ttl: int | None,
     audience: str | Sequence[str] | None,
     broker: BrokerClient | None,
+    limits: Sequence[str] | None = None,
+    budgets: Sequence[str] | None = None,
 ) -> str:
     """The token a sub-agent ``name`` gets from ``agent``'s ``token`` by exchange.
 
+    ``limits`` and ``budgets`` (grammar lines) narrow the child further; its budgets
+    are carved out of what the token's have left (``BrokerClient.exchange``).
+
     :raises ConfigError: an unsigned agent, a bad sub-agent name, or no broker.
     :raises InvalidScopeError: a scope outside the grammar.
+    :raises InvalidLimitError: a limit or budget line outside the grammar.
     :raises DelegationRefusedError: the broker refuses (beyond the token or the policy).
     :raises InvalidTokenError: the broker refuses the token itself (expired, revoked).
     """
@@ -69,5 +81,7 @@ def exchange_token(
     names = (
         None if audience is None else [audience] if isinstance(audience, str) else list(audience)
     )
-    answer = broker.exchange(token, actor=name, scopes=asked, audience=names, ttl=ttl)
+    answer = broker.exchange(
+        token, actor=name, scopes=asked, audience=names, ttl=ttl, limits=limits, budgets=budgets
+    )
     return str(answer["access_token"])

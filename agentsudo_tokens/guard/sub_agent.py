@@ -13,7 +13,8 @@ Each call exchanges the current agent's token at the broker (``Agent.delegate``,
 RFC 8693), then runs in a session of the child: ``current_agent()`` is the
 sub-agent, its ``chain`` ends with it, and every audit event says so. A call
 with no signed agent acting is refused (``PermissionDeniedError``), as is a
-delegation the broker refuses (``DelegationRefusedError``). Works on plain and
+delegation the broker refuses (``DelegationRefusedError``). ``limits=`` and
+``budgets=`` narrow the child further (``Agent.delegate``). Works on plain and
 ``async def`` functions; a LangChain tool over ``@sub_agent`` is a tool that
 hands its work to a sub-agent (``integrations.langchain``).
 """
@@ -40,6 +41,8 @@ def delegate_current(
     scopes: list[str] | tuple[str, ...] | str | None = None,
     ttl: int | None = None,
     audience: str | list[str] | None = None,
+    limits: list[str] | tuple[str, ...] | None = None,
+    budgets: list[str] | tuple[str, ...] | None = None,
 ) -> Agent:
     """Sub-agent ``name`` of the agent acting now (``current_agent().delegate(...)``).
 
@@ -54,7 +57,9 @@ def delegate_current(
             expected="a session of a signed agent",
             found="no session",
         )
-    return parent.delegate(name, scopes=scopes, ttl=ttl, audience=audience)
+    return parent.delegate(
+        name, scopes=scopes, ttl=ttl, audience=audience, limits=limits, budgets=budgets
+    )
 
 
 @contextlib.contextmanager
@@ -64,13 +69,17 @@ def sub_agent_session(
     scopes: list[str] | tuple[str, ...] | str | None = None,
     ttl: int | None = None,
     audience: str | list[str] | None = None,
+    limits: list[str] | tuple[str, ...] | None = None,
+    budgets: list[str] | tuple[str, ...] | None = None,
 ) -> Iterator[Agent]:
     """Within this block sub-agent ``name`` acts, with a token delegated from the current agent.
 
     :raises PermissionDeniedError: no agent acting; ``DelegationRefusedError`` when the
         broker refuses.
     """
-    child = delegate_current(name, scopes=scopes, ttl=ttl, audience=audience)
+    child = delegate_current(
+        name, scopes=scopes, ttl=ttl, audience=audience, limits=limits, budgets=budgets
+    )
     with child.start_session() as acting:
         yield acting
 
@@ -81,9 +90,14 @@ def sub_agent(
     scopes: list[str] | tuple[str, ...] | str | None = None,
     ttl: int | None = None,
     audience: str | list[str] | None = None,
+    limits: list[str] | tuple[str, ...] | None = None,
+    budgets: list[str] | tuple[str, ...] | None = None,
 ) -> Callable[[F], F]:
-    """Each call of the decorated function runs as sub-agent ``name`` (see the module docs)."""
-    options: dict[str, Any] = {"scopes": scopes, "ttl": ttl, "audience": audience}
+    """Each call of the decorated function runs as sub-agent ``name`` (see the module docs);
+    each call's child gets ``budgets`` carved anew from the current agent's."""
+    options: dict[str, Any] = {
+        "scopes": scopes, "ttl": ttl, "audience": audience, "limits": limits, "budgets": budgets,
+    }  # fmt: skip
 
     def decorate(func: F) -> F:
         if inspect.iscoroutinefunction(func):

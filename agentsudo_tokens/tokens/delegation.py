@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import DelegationRefusedError, ExpiredTokenError, MalformedTokenError
+from .limits import Limits
+from .limits_narrow import Carve, narrow_limits
 from .scopes import ScopeSet, covered
 
 __all__ = [
@@ -180,6 +182,8 @@ class Parent(Protocol):
     def scopes(self) -> ScopeSet: ...
     @property
     def delegation(self) -> Delegation | None: ...
+    @property
+    def limits(self) -> Limits | None: ...
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,8 @@ class Narrowed:
     audience: tuple[str, ...]
     ttl: int
     issued_at: int
+    limits: Limits | None = None  # the parent's that may apply, then those asked
+    carves: tuple[Carve, ...] = ()  # the parent's budget entries to debit for the child
 
     @property
     def delegation(self) -> Delegation:
@@ -219,6 +225,7 @@ def narrow(
     default_ttl: int,
     max_depth: int,
     delegable: ScopeSet,
+    limits: Limits | None = None,
 ) -> Narrowed:
     """Decide the child of ``parent``: each field within the parent's, or a refusal.
 
@@ -230,7 +237,10 @@ def narrow(
     :param ttl: seconds; ``None``: ``default_ttl``, cut to what the parent has left.
     :param max_depth: how many exchanges from the root token the policy allows.
     :param delegable: the scopes the policy lets the root agent pass on.
-    :raises DelegationRefusedError: beyond the parent or the policy (``reason`` says which).
+    :param limits: narrower limits asked for the child, and its budgets
+        (``tokens.limits_narrow``): added to the parent's that may apply.
+    :raises DelegationRefusedError: beyond the parent or the policy (``reason`` says which;
+        ``limits`` and ``budget`` for limits).
     :raises ExpiredTokenError: the parent has no whole second left.
     """
     held = parent.delegation
@@ -323,6 +333,10 @@ def narrow(
         )
     else:
         lifetime = ttl
+    carried = narrow_limits(parent.limits, asked, limits, agent=acting)
     ancestors = (*(held.ancestors if held else ()), parent.jti)
     actors = (*(held.actors if held else ()), name)
-    return Narrowed(parent.subject, actors, ancestors, asked, wanted, lifetime, now)
+    return Narrowed(
+        parent.subject, actors, ancestors, asked, wanted, lifetime, now,
+        carried.limits, carried.carves,
+    )  # fmt: skip

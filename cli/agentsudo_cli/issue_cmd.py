@@ -97,10 +97,13 @@ def ask_broker(
     *,
     once: bool = False,
     dpop_key: DPoPKey | None = None,
+    limits: tuple[str, ...] = (),
+    budgets: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A token from the broker, as its policy allows this caller (scopes and TTL by
     default the policy's); the broker's answer, with a ``token`` in it. With
-    ``dpop_key``, the token is bound to that key (a DPoP proof goes with the request)."""
+    ``dpop_key``, the token is bound to that key (a DPoP proof goes with the request).
+    ``limits`` and ``budgets`` (grammar lines) are added to the policy's."""
     granted = scopes_from(scopes) if scopes else None
     if granted is not None and "**" in granted:
         click.echo("agentsudo: warning: scope '**' grants EVERYTHING", err=True)
@@ -111,6 +114,8 @@ def ask_broker(
         audience=audience_of(aud),
         once=once,
         dpop_key=dpop_key,
+        limits=list(limits) or None,
+        budgets=list(budgets) or None,
     )
     token = answer.get("token")
     if not isinstance(token, str) or not token:
@@ -193,7 +198,9 @@ def issue(
     --limit 'write:refunds amount<=100 currency in USD,EUR'
     --budget 'write:refunds amount=500 calls=20'
     put limits on a scope's arguments, checked by every guard, and budgets
-    debited in the state store (README: "Limits and budgets").
+    debited in the state store (README: "Limits and budgets"). With a broker,
+    they are added to those its policy sets for the agent (narrower only: a
+    looser bound or a larger budget than the policy's is refused).
     """
     limited = limits_of(limits, budgets)  # a bad line is refused before anything else
     client = broker_of(settings(), keys_dir=keys_dir, store=store)
@@ -203,11 +210,10 @@ def issue(
                 "--dpop-jkt: a broker binds a token only to a key the caller proves it holds "
                 "(a DPoP proof): use `agentsudo run --dpop` or BrokerClient.issue(dpop_key=...)"
             )
-        if limited is not None:
-            raise click.UsageError(
-                "--limit/--budget: with a broker, the policy sets an agent's limits"
-            )
-        _issue_by_broker(client, agent, scopes, ttl, aud, once=once, as_json=as_json)
+        _issue_by_broker(
+            client, agent, scopes, ttl, aud, once=once, as_json=as_json, limits=limits,
+            budgets=budgets,
+        )  # fmt: skip
         return
     minted = mint(agent, scopes, ttl, aud, keys_dir, once=once, jkt=jkt, limits=limited)
     if once:
@@ -237,8 +243,11 @@ def _issue_by_broker(
     *,
     once: bool,
     as_json: bool,
+    limits: tuple[str, ...] = (),
+    budgets: tuple[str, ...] = (),
 ) -> None:
-    token = str(ask_broker(client, agent, scopes, ttl, aud, once=once)["token"])
+    answer = ask_broker(client, agent, scopes, ttl, aud, once=once, limits=limits, budgets=budgets)
+    token = str(answer["token"])
     if not as_json:
         click.echo(token)
         return

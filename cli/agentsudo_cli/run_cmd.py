@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._common import broker_of, keys_dir_option, scopes_from, settings
-from .issue_cmd import agent_options, ask_broker, mint
+from .issue_cmd import agent_options, ask_broker, limit_options, limits_of, mint
 
 if TYPE_CHECKING:
     from agentsudo_tokens.tokens.dpop import DPoPKey
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     default=None,
     help="The DPoP key's algorithm (implies --dpop) [default ES256].",
 )
+@limit_options
 @keys_dir_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -42,6 +43,8 @@ def run(
     aud: tuple[str, ...],
     dpop: bool,
     dpop_alg: str | None,
+    limits: tuple[str, ...],
+    budgets: tuple[str, ...],
     keys_dir: Path | None,
     command: tuple[str, ...],
 ) -> None:
@@ -70,6 +73,15 @@ def run(
     token revokes the child's. The child's exit status is passed through (128+N
     when a signal N ends it; 127 when COMMAND is not found, as in a shell).
 
+    \b
+    --limit 'write:refunds amount<=50' and --budget 'write:refunds amount=100'
+    narrow the token as for `agentsudo issue`. Inside an agent, the child
+    carries every limit of the agent's token that may apply to its scopes, plus
+    these; a looser one is refused. Each budget of the token that may apply to
+    the child's scopes needs a --budget for the child, which is carved out of
+    what the token has left (its remainder drops by as much); asking more than
+    is left is refused and nothing is taken.
+
     With --dpop the token is bound to a key pair made here, in memory: a copy of
     the token (a log, a service that saw it) is useless without the key. The
     child reads the private key once from the pipe AGENTSUDO_DPOP_KEY_FD names
@@ -85,6 +97,7 @@ def run(
         command = command[1:]
     if not command:
         raise click.UsageError("no COMMAND given after --")
+    limited = limits_of(limits, budgets)  # a bad line is refused before anything else
     key = None
     if dpop or dpop_alg is not None:
         from agentsudo_tokens.tokens.dpop import DPoPKey
@@ -105,7 +118,7 @@ def run(
         asked = scopes_from(scopes) if scopes else None
         token = exchange_token(
             current.token, "this agent", agent, scopes=asked, ttl=ttl, audience=audience_of(aud),
-            broker=client,
+            broker=client, limits=limits, budgets=budgets,
         )  # fmt: skip
         env = child_environment(token, broker=client.address)
     elif agent is None:
@@ -113,10 +126,14 @@ def run(
         param = next(p for p in ctx.command.params if p.name == "agent")
         raise click.MissingParameter(ctx=ctx, param=param)
     elif client is not None:
-        token = ask_broker(client, agent, scopes, ttl, aud, dpop_key=key)["token"]
+        token = ask_broker(
+            client, agent, scopes, ttl, aud, dpop_key=key, limits=limits, budgets=budgets
+        )["token"]
         env = child_environment(str(token), broker=client.address)
     else:
-        minted = mint(agent, scopes, ttl, aud, keys_dir, jkt=key.jkt if key else None)
+        minted = mint(
+            agent, scopes, ttl, aud, keys_dir, jkt=key.jkt if key else None, limits=limited
+        )
         from agentsudo_tokens.state import default_store_url
 
         store = default_store_url(current)  # so the child sees revocations from any directory
