@@ -110,17 +110,9 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
         clock = time.monotonic
         spots = Spots(func)
 
-        def allowed() -> _Active | None:
+        def fast(active: _Active) -> bool:
             """The fast path: an exact scope in a live, trusted session of this context."""
-            active = get()
-            if (
-                active is not None
-                and scope in active.exact
-                and active.trusted
-                and clock() < active.deadline
-            ):
-                return active
-            return None
+            return scope in active.exact and active.trusted and clock() < active.deadline
 
         def over_limits(active: _Active | None, args: Any, kwargs: Any) -> Plan | None:
             """The plan when the session's limits need the full check (or a debit)."""
@@ -141,25 +133,36 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                 audit.record("allowed", active.agent, scope, name)
 
         def check(args: Any, kwargs: Any) -> None:
-            active = allowed()
-            if active is not None:
+            active = get()
+            if active is not None and fast(active):
                 if active.limits is not None:
                     limited(active, args, kwargs)
                 else:
                     record(active)
                 return
+            slow(active, args, kwargs)
+
+        def slow(active: _Active | None, args: Any, kwargs: Any) -> None:
+            """Not on the fast path: ``evaluate`` decides, then the limits of the agent acting."""
             denial = evaluate(scope, name)  # records an allowed call itself
             if denial is not None:
                 policy.decide(denial, name, args, kwargs)
-            active = _active_session()
+            after_evaluate(active, args, kwargs)
+
+        def after_evaluate(active: _Active | None, args: Any, kwargs: Any) -> None:
+            """The limits of the agent acting, once ``evaluate`` (or ``on_deny``) let it act."""
+            if active is None:  # the ambient agent, if any
+                active = _active_session()
+            if active is None or active.limits is None:
+                return
             plan = over_limits(active, args, kwargs)
             if plan is not None and active is not None:
                 arguments = plan.arguments(args, kwargs)
                 enforce(active, plan.limits, scope, arguments, policy, name, args, kwargs)
 
         async def check_async(args: Any, kwargs: Any) -> None:
-            active = allowed()
-            if active is not None:
+            active = get()
+            if active is not None and fast(active):
                 plan = over_limits(active, args, kwargs)
                 if plan is not None:
                     arguments = plan.arguments(args, kwargs)
@@ -171,7 +174,10 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
             denial = evaluate(scope, name)
             if denial is not None:
                 await policy.decide_async(denial, name, args, kwargs)
-            active = _active_session()
+            if active is None:  # the ambient agent, if any
+                active = _active_session()
+            if active is None or active.limits is None:
+                return
             plan = over_limits(active, args, kwargs)
             if plan is not None and active is not None:
                 arguments = plan.arguments(args, kwargs)
@@ -223,7 +229,11 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                     or not active.trusted
                     or clock() >= active.deadline
                 ):
-                    check(args, kwargs)
+                    denial = evaluate(scope, name)  # records an allowed call itself
+                    if denial is not None:
+                        policy.decide(denial, name, args, kwargs)
+                    if active is None or active.limits is not None:
+                        after_evaluate(active, args, kwargs)
                 elif active.limits is not None:
                     limited(active, args, kwargs)
                 elif _sinks.file is not None or _log_enabled(_INFO):
