@@ -42,6 +42,7 @@ from ..tokens.scopes import ScopeSet, validate_required_scope
 if TYPE_CHECKING:
     from ..broker.client import BrokerClient
     from ..tokens.claims import VerifiedClaims
+    from ..tokens.limits import Limits
     from ..tokens.verifier import Verifier
 
 __all__ = [
@@ -71,6 +72,7 @@ class _Active:
     deadline: float
     trusted: bool  # signed, or unsigned sessions are allowed in this process
     expires: float = math.inf
+    limits: Limits | None = None  # the token's limits on arguments and budgets (tokens.limits)
 
 
 _current: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
@@ -143,6 +145,9 @@ class _ProcessPolicy:
             self.ambient_off = False
             self.verifier = None
             self.agents = {}
+        from .budget import reset_default_ledger  # the budgets' store, opened from the settings
+
+        reset_default_ledger()
 
 
 _policy = _ProcessPolicy()
@@ -387,7 +392,8 @@ def _activate(agent: Agent) -> _Active:
     deadline = expires
     if _rechecks(agent):
         deadline = min(expires, time.monotonic() + SESSION_RECHECK)
-    return _Active(agent, agent.scopes.exact, agent.scopes, deadline, trusted, expires)
+    limits = agent._claims.limits if agent._claims is not None else None
+    return _Active(agent, agent.scopes.exact, agent.scopes, deadline, trusted, expires, limits)
 
 
 SESSION_RECHECK = 1.0  # seconds between asking the store whether a session's token was revoked

@@ -3,6 +3,11 @@
     def small_refunds_only(agent, scope, context: ApprovalContext) -> bool:
         return context.arguments["amount"] < 100
 
+For a call over a limit of the token, ``reason`` is the refusal in one line
+(``amount 5000 exceeds the token's limit 100 for write:refunds``), ``limit``
+the limit hit and ``argument`` the argument it reads; for a missing scope,
+``reason`` is ``"not granted"`` and both are ``None``.
+
 A leaf shared by ``decision`` (which builds one for each approval) and
 ``elevation`` (which files it as a request); ``decision`` re-exports it.
 """
@@ -30,6 +35,8 @@ class ApprovalContext(Mapping[str, Any]):
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     reason: str = "not granted"
+    limit: str | None = None  # over a limit of the token: which (``amount<=100``), else None
+    argument: str | None = None  # and the argument it reads (its value is in ``arguments``)
 
     def __getitem__(self, key: str) -> Any:
         if key in ("function", "arguments", "args", "kwargs", "reason"):

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ..audit import events as audit
-from ..errors import ConfigError, PermissionDeniedError
+from ..errors import ConfigError, LimitExceededError, PermissionDeniedError
 from .agent import _Active, _active_session, _policy, recheck_session, refused_since
 from .approval_context import ApprovalContext
 
@@ -173,12 +173,33 @@ class Policy:
             arguments = _bind(self._signature, args, kwargs)
         if arguments is None:
             raise self._refuse(denial, function, "the arguments do not fit the function")
+        error = denial.error
+        if isinstance(error, LimitExceededError):  # over a limit: say which, and the value
+            return ApprovalContext(
+                function,
+                arguments,
+                tuple(args),
+                MappingProxyType(dict(kwargs)),
+                reason=str(error),
+                limit=error.limit,
+                argument=error.argument,
+            )
         return ApprovalContext(function, arguments, tuple(args), MappingProxyType(dict(kwargs)))
 
     def _refuse(self, denial: _Denial, function: str, why: str) -> PermissionDeniedError:
         error = denial.error
         agent = denial.active.agent if denial.active is not None else None
         audit.record("refused", agent, error.scope, function, why)
+        if isinstance(error, LimitExceededError):  # keep the kind, the argument and the limit
+            return type(error)(
+                f"{error} (refused by approver: {why})",
+                argument=error.argument,
+                limit=error.limit,
+                agent=error.agent,
+                scope=error.scope,
+                expected=error.expected,
+                found="refused by approver",
+            )
         return PermissionDeniedError(
             f"{error} (refused by approver: {why})",
             agent=error.agent,
@@ -214,7 +235,8 @@ class Policy:
     def _without_asking(self, denial: _Denial, function: str) -> bool:
         """Handle what needs no approver; True when the call may proceed."""
         agent = denial.active.agent if denial.active is not None else None
-        reason = str(denial.error.found)
+        error = denial.error
+        reason = str(error) if isinstance(error, LimitExceededError) else str(error.found)
         if self.mode == "log":
             audit.record("audit_violation", agent, denial.error.scope, function, reason)
             return True

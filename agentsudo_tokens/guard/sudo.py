@@ -19,14 +19,16 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ..audit import events as audit
 from ..errors import ConfigError
 from ..tokens.scopes import validate_required_scope
-from .agent import _current
+from .agent import _Active, _active_session, _current
 from .decision import OnDeny, Policy, evaluate
+from .limit_plan import Plan, Spots
+from .limited import enforce, enforce_async
 
 __all__ = ["Adapter", "OnDeny", "check_scope", "register_adapter", "sudo"]
 
@@ -106,32 +108,86 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
         policy = Policy(on_deny, func)
         get = _current.get
         clock = time.monotonic
+        spots = Spots(func)
 
-        def allowed() -> bool:
+        def fast(active: _Active) -> bool:
             """The fast path: an exact scope in a live, trusted session of this context."""
-            active = get()
-            if (
-                active is not None
-                and scope in active.exact
-                and active.trusted
-                and clock() < active.deadline
-            ):
-                if _sinks.file is not None or _log_enabled(_INFO):
-                    audit.record("allowed", active.agent, scope, name)
-                return True
-            return False
+            return scope in active.exact and active.trusted and clock() < active.deadline
+
+        def over_limits(active: _Active | None, args: Any, kwargs: Any) -> Plan | None:
+            """The plan when the session's limits need the full check (or a debit)."""
+            if active is None or active.limits is None:
+                return None
+            plan = spots.plan(active.limits, scope)
+            if plan is None or (not plan.budgeted and plan.passes(args, kwargs)):
+                return None
+            return plan
+
+        def limited(active: _Active, args: Any, kwargs: Any) -> None:
+            """A session allowed on the fast path whose token has limits: check them."""
+            plan = over_limits(active, args, kwargs)
+            if plan is not None:
+                arguments = plan.arguments(args, kwargs)
+                enforce(active, plan.limits, scope, arguments, policy, name, args, kwargs)
+            if _sinks.file is not None or _log_enabled(_INFO):
+                audit.record("allowed", active.agent, scope, name)
 
         def check(args: Any, kwargs: Any) -> None:
-            if not allowed():
-                denial = evaluate(scope, name)
-                if denial is not None:
-                    policy.decide(denial, name, args, kwargs)
+            active = get()
+            if active is not None and fast(active):
+                if active.limits is not None:
+                    limited(active, args, kwargs)
+                else:
+                    record(active)
+                return
+            slow(active, args, kwargs)
+
+        def slow(active: _Active | None, args: Any, kwargs: Any) -> None:
+            """Not on the fast path: ``evaluate`` decides, then the limits of the agent acting."""
+            denial = evaluate(scope, name)  # records an allowed call itself
+            if denial is not None:
+                policy.decide(denial, name, args, kwargs)
+            after_evaluate(active, args, kwargs)
+
+        def after_evaluate(active: _Active | None, args: Any, kwargs: Any) -> None:
+            """The limits of the agent acting, once ``evaluate`` (or ``on_deny``) let it act."""
+            if active is None:  # the ambient agent, if any
+                active = _active_session()
+            if active is None or active.limits is None:
+                return
+            plan = over_limits(active, args, kwargs)
+            if plan is not None and active is not None:
+                arguments = plan.arguments(args, kwargs)
+                enforce(active, plan.limits, scope, arguments, policy, name, args, kwargs)
 
         async def check_async(args: Any, kwargs: Any) -> None:
-            if not allowed():
-                denial = evaluate(scope, name)
-                if denial is not None:
-                    await policy.decide_async(denial, name, args, kwargs)
+            active = get()
+            if active is not None and fast(active):
+                plan = over_limits(active, args, kwargs)
+                if plan is not None:
+                    arguments = plan.arguments(args, kwargs)
+                    await enforce_async(
+                        active, plan.limits, scope, arguments, policy, name, args, kwargs
+                    )
+                record(active)
+                return
+            denial = evaluate(scope, name)
+            if denial is not None:
+                await policy.decide_async(denial, name, args, kwargs)
+            if active is None:  # the ambient agent, if any
+                active = _active_session()
+            if active is None or active.limits is None:
+                return
+            plan = over_limits(active, args, kwargs)
+            if plan is not None and active is not None:
+                arguments = plan.arguments(args, kwargs)
+                await enforce_async(
+                    active, plan.limits, scope, arguments, policy, name, args, kwargs
+                )
+
+        def record(active: _Active) -> None:
+            if _sinks.file is not None or _log_enabled(_INFO):
+                audit.record("allowed", active.agent, scope, name)
 
         if inspect.iscoroutinefunction(func):
             target = cast(Callable[..., Any], func)
@@ -173,9 +229,13 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                     or not active.trusted
                     or clock() >= active.deadline
                 ):
-                    denial = evaluate(scope, name)
+                    denial = evaluate(scope, name)  # records an allowed call itself
                     if denial is not None:
                         policy.decide(denial, name, args, kwargs)
+                    if active is None or active.limits is not None:
+                        after_evaluate(active, args, kwargs)
+                elif active.limits is not None:
+                    limited(active, args, kwargs)
                 elif _sinks.file is not None or _log_enabled(_INFO):
                     audit.record("allowed", active.agent, scope, name)
                 return plain(*args, **kwargs)
@@ -187,12 +247,21 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
     return decorate
 
 
-def check_scope(scope: str, *, what: str) -> None:
+def check_scope(scope: str, *, what: str, arguments: Mapping[str, Any] | None = None) -> None:
     """Refuse unless the acting agent holds ``scope`` (for guards that are not decorators).
 
     :param what: what is being guarded, for the message and the audit event.
-    :raises PermissionDeniedError: as ``@sudo`` with ``on_deny="raise"``.
+    :param arguments: the call's arguments by name, checked against the limits the
+        token carries on ``scope`` (a limited argument not given is refused), and
+        debited from its budgets.
+    :raises PermissionDeniedError: as ``@sudo`` with ``on_deny="raise"``
+        (``LimitExceededError``, ``BudgetExhaustedError`` over a limit).
     """
     denial = evaluate(validate_required_scope(scope), what)
+    policy = Policy("raise")
     if denial is not None:
-        Policy("raise").decide(denial, what, (), {})
+        policy.decide(denial, what, (), {})
+    active = _active_session()
+    if active is not None and active.limits is not None and active.limits.for_scope(scope):
+        given = dict(arguments or {})
+        enforce(active, active.limits, scope, given, policy, what, (), given)

@@ -12,7 +12,14 @@ that reads ``Authorization: Bearer``, verifies the token and returns the
 verified ``Agent``. A missing or refused token is a 401 with
 ``WWW-Authenticate: Bearer error="invalid_token"``; a token without the scope
 is a 403 with ``error="insufficient_scope", scope="..."`` (RFC 6750). No
-response lists the scopes the caller holds. Each decision is an audit event
+response lists the scopes the caller holds. When the token carries limits on
+the scope (``tokens.limits``), the request's arguments (path and query
+parameters as the route declares them, the JSON body's top-level fields: see
+``request_limits``) must meet them, and its budgets are debited (in the
+verifier's store, else the settings'); over a limit is a 403 with the same
+``insufficient_scope`` challenge and the refusal's one line as ``detail``
+(``amount 5000 exceeds the token's limit 100 for write:refunds``); budgets
+that cannot be debited (the store is down) a 503. Each decision is an audit event
 whose function is the route (``"POST /refunds"``).
 
 ``AgentSudoMiddleware`` (pure ASGI, so the session's ``ContextVar`` reaches the
@@ -53,6 +60,7 @@ key directory) and the audience from ``AGENTSUDO_AUDIENCE`` unless a
 # No ``from __future__ import annotations``: FastAPI reads ``__call__``'s annotations
 # at runtime and cannot resolve strings on a callable instance.
 
+import functools
 import json
 import logging
 import threading
@@ -73,6 +81,7 @@ from ..errors import (
     ExpiredTokenError,
     InvalidTokenError,
     KeysUnavailableError,
+    LimitExceededError,
     NotYetValidTokenError,
     PermissionDeniedError,
     RevocationsUnavailableError,
@@ -84,13 +93,16 @@ from ..errors import (
     WrongIssuerError,
 )
 from ..guard.agent import Agent, _policy, disable_ambient_agent, without_agent
+from ..guard.budget import debit
 from ..state.replay import ReplayCacheNotSharedError
 from ..tokens.dpop_proof import ProofVerifier
 from ..tokens.jwks import JwksFile, KeySet
 from ..tokens.jws import split
+from ..tokens.limits import Limits
 from ..tokens.scopes import validate_required_scope
 from ..tokens.verifier import Verifier, _header
 from . import dpop
+from .request_limits import AmbiguousArgument, request_arguments
 
 __all__ = ["AgentSudoMiddleware", "RequireScope", "require_scope"]
 
@@ -202,8 +214,27 @@ def _unavailable(exc: ConfigError, what: str) -> _Answer:
     return _Answer(503, f"cannot check the token now: {reason}", {})
 
 
+def _over_limit(exc: LimitExceededError, scheme: str) -> _Answer:
+    """403 for a request over a limit of its token: the refusal's one line, and the scope.
+
+    The challenge's description is fixed (the value may hold any character); the
+    detail names the limit and the value, never the caller's other grants.
+    """
+    challenge = f'{"DPoP" if scheme == "dpop" else "Bearer"} error="insufficient_scope"'
+    challenge += ', error_description="the request exceeds a limit of the token"'
+    if exc.scope is not None:
+        challenge += f', scope="{exc.scope}"'
+    return _Answer(403, str(exc), {"WWW-Authenticate": challenge})
+
+
 def _denied(exc: PermissionDeniedError, scheme: str) -> _Answer:
-    """The answer for a ``@sudo`` refusal inside a request: 401 with no session, else 403."""
+    """The answer for a ``@sudo`` refusal inside a request: 401 with no session, else 403
+    (503 when the budgets' ledger cannot be reached)."""
+    if isinstance(exc, LimitExceededError):
+        return _over_limit(exc, scheme)
+    if exc.found == "ledger unavailable":
+        _log.warning("call refused: %s", exc)
+        return _Answer(503, "cannot check the token now: the budgets cannot be debited", {})
     if exc.found == "no session":
         return _unauthorized(_NO_TOKEN)
     if exc.found == "expired session":
@@ -431,11 +462,41 @@ class RequireScope(SecurityBase):
         if agent is None or self._verification.own_proofs:
             agent = await self._authenticate(request, agent)
         allowed = agent.scopes.allows(self.scope)  # the token's compiled grants decide
-        outcome, reason = ("allowed", None) if allowed else ("denied", "not granted")
-        audit.record(outcome, agent, self.scope, _what(request), reason)
         if not allowed:
+            audit.record("denied", agent, self.scope, _what(request), "not granted")
             raise _forbidden(self.scope, _scheme(request.scope)).exception()
+        limits = agent.claims.limits if agent.claims is not None else None
+        if limits is not None and limits.for_scope(self.scope):
+            await self._within_limits(request, agent, limits)
+        audit.record("allowed", agent, self.scope, _what(request))
         return agent
+
+    async def _within_limits(self, request: Request, agent: Agent, limits: Limits) -> None:
+        """Check the request's arguments against the token's limits; debit its budgets.
+
+        :raises HTTPException: 403 over a limit, 503 when the budgets cannot be debited.
+        """
+        scope, what = self.scope, _what(request)
+        try:
+            try:
+                arguments = await request_arguments(request, limits.arguments(scope))
+            except AmbiguousArgument as exc:
+                raise LimitExceededError(
+                    f"{exc} for {scope}", argument=exc.name, limit="one value", scope=scope
+                ) from None
+            limits.check(scope, arguments, agent=agent.name)
+            costs = limits.costs(scope, arguments, agent=agent.name)
+            if costs:
+                scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
+                await anyio.to_thread.run_sync(
+                    functools.partial(debit, agent, scope, costs, limits_scope=scopes)
+                )
+        except LimitExceededError as exc:
+            audit.record("denied", agent, scope, what, str(exc))
+            raise _over_limit(exc, _scheme(request.scope)).exception() from None
+        except PermissionDeniedError as exc:  # the ledger cannot be reached: fail closed
+            audit.record("denied", agent, scope, what, str(exc))
+            raise _denied(exc, _scheme(request.scope)).exception() from None
 
     async def _authenticate(self, request: Request, agent: Agent | None) -> Agent:
         """The request's agent: ``agent`` (the middleware's) once this dependency's own

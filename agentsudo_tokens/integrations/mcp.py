@@ -21,7 +21,10 @@ loop, and a refused token is an HTTP 401 before any MCP message is read.
 session of the caller's verified token, so the scope check uses the caller's
 grants, never the server's own. A call without the scope returns an MCP tool
 error (``isError: true``) that names the required scope and never the scopes
-the caller holds. ``mcp_scope_map(server)`` lists every tool with its scope.
+the caller holds. Limits the caller's token carries on the scope are checked
+on the tool's arguments (by ``@sudo``); over one, the error names the limit and
+the value (``amount 5000 exceeds the token's limit 100 for write:refunds``).
+``mcp_scope_map(server)`` lists every tool with its scope.
 
 A process that registers guarded tools (or builds an ``AgentSudoTokenVerifier``)
 serves requests, so its own ``AGENTSUDO_TOKEN`` stops acting by itself
@@ -59,6 +62,7 @@ from pydantic import PrivateAttr
 from ..errors import (
     AgentSudoError,
     ConfigError,
+    LimitExceededError,
     MalformedTokenError,
     PermissionDeniedError,
     TokenBindingError,
@@ -95,6 +99,7 @@ _REASONS = {
     "no session": "no agent token came with the call",
     "unsigned session": "the caller's session is not from a verified token",
     "refused by approver": "refused by the approver",
+    "ledger unavailable": "the token's budgets cannot be debited now",
 }
 
 
@@ -249,8 +254,11 @@ def _caller_session(server: MCPServer[Any], tool: str, scope: str) -> AbstractCo
 def _denied(scope: str, exc: PermissionDeniedError) -> ToolError:
     """The client's view of a refusal: the scope and why, never what the caller holds.
 
-    The SDK puts ``Error executing tool <name>:`` before it.
+    The SDK puts ``Error executing tool <name>:`` before it. Over a limit of the
+    token, the refusal's one line: the limit and the value.
     """
+    if isinstance(exc, LimitExceededError):
+        return ToolError(f"permission denied: {exc}")
     reason = _REASONS.get(str(exc.found), "denied")
     return ToolError(f"permission denied: requires scope {scope!r} ({reason})")
 

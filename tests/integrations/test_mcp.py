@@ -408,3 +408,26 @@ def test_a_delegated_token_is_the_acting_agents_client(
     access = anyio.run(AgentSudoTokenVerifier(verifier).verify_token, child.token)
     assert access is not None
     assert (access.client_id, access.subject) == ("Summarizer", "OrdersBot")
+
+
+def test_a_tool_call_over_a_limit_of_the_token_names_the_limit_and_the_value(
+    running: Running,
+) -> None:
+    from agentsudo_tokens.tokens.limits import Limits
+
+    limits = Limits.parse(["write:refunds amount<=100"])
+    token = running.issuer.issue(
+        "RefundBot", ["mcp:connect", "write:refunds", SECRET_GRANT], limits=limits
+    )
+    allowed = _call(running, token.token, "refund", {"order_id": "o1", "amount": 99.5})
+    assert not allowed.is_error, _text(allowed)
+    assert allowed.structured_content["amount"] == 99.5
+    refused = _call(running, token.token, "refund", {"order_id": "o1", "amount": 5000})
+    assert refused.is_error
+    text = _text(refused)
+    assert (
+        "permission denied: amount 5000.0 exceeds the token's limit 100 for write:refunds" in text
+    )
+    assert SECRET_GRANT not in refused.model_dump_json()
+    missing = _call(running, token.token, "refund", {"order_id": "o1"})
+    assert missing.is_error  # the SDK refuses a call without a required argument before us

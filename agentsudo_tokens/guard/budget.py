@@ -1,0 +1,234 @@
+"""Debiting a token's budgets for a guarded call, before it runs.
+
+    debit(agent, "write:refunds", costs)     # every budgeted entry, or BudgetExhaustedError
+
+Where the ledger lives: with ``AGENTSUDO_BROKER`` set (an agent under a
+broker), the broker keeps it (``BrokerClient.spend``); else the state store of
+the verifier that accepted the token, else the store the settings name
+(``AGENTSUDO_STORE``, else the key directory's ``agentsudo-state.db``), opened
+once per process. A budget entry lives until the token's ``exp`` plus the
+leeway.
+
+Debits are final: a call that raises afterwards is not refunded (it may have
+acted before raising). When several budgeted entries apply and a later one
+refuses, the earlier debits stand: the agent loses budget, never gains. A
+ledger that cannot be reached refuses the call (fail closed).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import Settings
+from ..errors import AgentSudoError, BudgetExhaustedError, PermissionDeniedError
+from ..tokens.limit_entry import UNIT
+
+if TYPE_CHECKING:
+    from ..state.base import Store
+    from ..state.budgets import Balance
+    from ..tokens.verifier import Verifier
+
+__all__ = ["Ledger", "debit", "ledger_for", "reset_default_ledger", "spent_words"]
+
+Costs = list[tuple[str, dict[str, int], dict[str, int]]]  # Limits.costs: (entry, amounts, limits)
+
+
+class Ledger(Protocol):
+    """Where budgets are kept: ``state.budgets.Budgets``, or the broker's."""
+
+    def spend(
+        self,
+        jti: str,
+        entry: str,
+        amounts: Mapping[str, int],
+        limits: Mapping[str, int],
+        *,
+        expires_at: float,
+    ) -> Balance | None: ...
+
+    def balance(self, jti: str, entry: str) -> Balance | None: ...
+
+
+class Spender(Protocol):
+    """What a debit needs of the agent (an ``Agent`` is one; this module never imports it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def jti(self) -> str | None: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    _verifier: Verifier | None
+    _valid_until: float
+
+
+class _Default:
+    """The settings' store, opened once per process (``reset_default_ledger`` forgets it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.store: Store | None = None
+
+    def get(self) -> Store:
+        store = self.store
+        if store is None:
+            from ..state import open_settings_store
+
+            with self.lock:
+                store = self.store
+                if store is None:
+                    store = self.store = open_settings_store(Settings.from_env())
+        return store
+
+
+_default = _Default()
+
+
+def reset_default_ledger() -> None:
+    """Forget the process's default store (tests; a changed ``AGENTSUDO_STORE``)."""
+    with _default.lock:
+        _default.store = None
+
+
+class _BrokerLedger:
+    """Budgets kept by the broker: the seam for ``BrokerClient.spend`` (issue 11, broker side)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def _client(self) -> Any:
+        from ..broker.client import BrokerClient
+
+        client = BrokerClient.from_settings(Settings.from_env())
+        if not hasattr(client, "spend"):
+            from ..errors import StoreUnavailableError
+
+            raise StoreUnavailableError(
+                f"the broker at {client.address}: this client cannot debit budgets "
+                "(BrokerClient.spend is missing)",
+                expected="BrokerClient.spend",
+                found="no such method",
+            )
+        return client
+
+    def spend(
+        self,
+        jti: str,
+        entry: str,
+        amounts: Mapping[str, int],
+        limits: Mapping[str, int],
+        *,
+        expires_at: float,
+    ) -> Balance | None:
+        result: Balance | None = self._client().spend(self.token, entry, dict(amounts))
+        return result
+
+    def balance(self, jti: str, entry: str) -> Balance | None:
+        client = self._client()
+        balances = getattr(client, "budget", None)
+        if balances is None:
+            return None
+        found: Balance | None = balances(self.token).get(entry)
+        return found
+
+
+def ledger_for(agent: Spender) -> Ledger:
+    """The ledger of ``agent``'s budgets (see the module's docstring).
+
+    :raises ConfigError: ``AGENTSUDO_STORE`` is not a store URL.
+    """
+    from ..state.budgets import Budgets
+
+    if Settings.from_env().broker is not None:
+        return _BrokerLedger(agent.token)
+    verifier = agent._verifier
+    store = verifier.store if verifier is not None else None
+    return Budgets(store if store is not None else _default.get())
+
+
+def amount_words(counter: str, units: int) -> str:
+    """A counter's amount as the grammar writes it: ``amount 50``, ``20 calls``."""
+    if counter == "calls":
+        return f"{units} calls"
+    number = (Decimal(units) / UNIT).normalize()
+    text = f"{number:f}"
+    return f"{counter.removeprefix('sum:')} {text}"
+
+
+def spent_words(
+    scope: str, amounts: Mapping[str, int], balance: Balance | None
+) -> tuple[str, str, str]:
+    """Why a debit was refused: (argument, limit, one line) for the first counter that would
+    pass its limit."""
+    if balance is not None:
+        for counter, amount in sorted(amounts.items()):
+            limit = balance.limits.get(counter)
+            if limit is None or balance.spent.get(counter, 0) + amount <= limit:
+                continue
+            if counter == "calls":
+                return (
+                    "calls",
+                    f"{scope} calls={limit}",
+                    (f"{scope} budget: the token's {limit} calls are used"),
+                )
+            name = counter.removeprefix("sum:")
+            left = amount_words(counter, balance.left(counter)).split(" ", 1)[1]
+            total = amount_words(counter, limit).split(" ", 1)[1]
+            return (
+                name,
+                f"{scope} {name}={total}",
+                (
+                    f"{scope} budget: {amount_words(counter, amount)} would pass the token's "
+                    f"total {total} ({left} left)"
+                ),
+            )
+    return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"
+
+
+def debit(agent: Spender, scope: str, costs: Costs, *, limits_scope: Mapping[str, str]) -> None:
+    """Debit every budgeted entry of the call, in order, each atomically.
+
+    :param limits_scope: each entry's scope pattern, for the message.
+    :raises BudgetExhaustedError: an entry would overspend (earlier debits stand).
+    :raises PermissionDeniedError: the ledger cannot be reached (fail closed).
+    """
+    jti = agent.jti
+    if jti is None:  # never: limits come only with a verified token
+        raise PermissionDeniedError("budgets need a token with a jti", agent=agent.name)
+    expires_at = agent._valid_until
+    try:
+        ledger = ledger_for(agent)
+        for entry, amounts, counters in costs:
+            if ledger.spend(jti, entry, amounts, counters, expires_at=expires_at) is not None:
+                continue
+            balance = ledger.balance(jti, entry)
+            argument, limit, words = spent_words(limits_scope[entry], amounts, balance)
+            raise BudgetExhaustedError(
+                words,
+                argument=argument,
+                limit=limit,
+                agent=agent.name,
+                scope=scope,
+                expected="budget left",
+                found="spent",
+            )
+    except BudgetExhaustedError:
+        raise
+    except (AgentSudoError, ValueError) as exc:  # the store is down, a bad entry: fail closed
+        raise PermissionDeniedError(
+            f"{scope} budget: cannot debit it: {_one_line(exc)}",
+            agent=agent.name,
+            scope=scope,
+            expected="a ledger that answers",
+            found="ledger unavailable",
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
