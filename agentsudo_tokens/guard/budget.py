@@ -96,46 +96,34 @@ def reset_default_ledger() -> None:
         _default.store = None
 
 
-class _BrokerLedger:
-    """Budgets kept by the broker: the seam for ``BrokerClient.spend`` (issue 11, broker side)."""
+def _broker_spend(agent: Spender, scope: str, arguments: Mapping[str, Any]) -> None:
+    """Debit the call at the broker, which counts the cost from the token's own limits.
 
-    def __init__(self, token: str | None) -> None:
-        self.token = token
+    :raises BudgetExhaustedError: the broker's refusal, in its one line.
+    """
+    from ..broker.client import BrokerClient
+    from .possession import process_key
 
-    def _client(self) -> Any:
-        from ..broker.client import BrokerClient
+    token = agent.token
+    if token is None:
+        raise PermissionDeniedError("budgets need the agent's token", agent=agent.name)
+    key = process_key()
+    bound = _bound(agent)
+    sent = {name: _json_number(value) for name, value in arguments.items()}
+    client = BrokerClient.from_settings(Settings.from_env())
+    client.spend(token, scope, sent, dpop_key=key if bound else None)
 
-        client = BrokerClient.from_settings(Settings.from_env())
-        if not hasattr(client, "spend"):
-            from ..errors import StoreUnavailableError
 
-            raise StoreUnavailableError(
-                f"the broker at {client.address}: this client cannot debit budgets "
-                "(BrokerClient.spend is missing)",
-                expected="BrokerClient.spend",
-                found="no such method",
-            )
-        return client
+def _bound(agent: Spender) -> bool:
+    claims = getattr(agent, "claims", None)
+    return getattr(claims, "jkt", None) is not None
 
-    def spend(
-        self,
-        jti: str,
-        entry: str,
-        amounts: Mapping[str, int],
-        limits: Mapping[str, int],
-        *,
-        expires_at: float,
-    ) -> Balance | None:
-        result: Balance | None = self._client().spend(self.token, entry, dict(amounts))
-        return result
 
-    def balance(self, jti: str, entry: str) -> Balance | None:
-        client = self._client()
-        balances = getattr(client, "budget", None)
-        if balances is None:
-            return None
-        found: Balance | None = balances(self.token).get(entry)
-        return found
+def _json_number(value: Any) -> Any:
+    """A budgeted argument as JSON carries it (``Limits.costs`` checked it is a number >= 0)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def ledger_for(agent: Spender) -> Ledger:
@@ -145,8 +133,6 @@ def ledger_for(agent: Spender) -> Ledger:
     """
     from ..state.budgets import Budgets
 
-    if Settings.from_env().broker is not None:
-        return _BrokerLedger(agent.token)
     verifier = agent._verifier
     store = verifier.store if verifier is not None else None
     return Budgets(store if store is not None else _default.get())
@@ -191,10 +177,18 @@ def spent_words(
     return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"
 
 
-def debit(agent: Spender, scope: str, costs: Costs, *, limits_scope: Mapping[str, str]) -> None:
+def debit(
+    agent: Spender,
+    scope: str,
+    costs: Costs,
+    *,
+    limits_scope: Mapping[str, str],
+    arguments: Mapping[str, Any],
+) -> None:
     """Debit every budgeted entry of the call, in order, each atomically.
 
     :param limits_scope: each entry's scope pattern, for the message.
+    :param arguments: the budgeted arguments' values (for the broker, which counts itself).
     :raises BudgetExhaustedError: an entry would overspend (earlier debits stand).
     :raises PermissionDeniedError: the ledger cannot be reached (fail closed).
     """
@@ -203,6 +197,9 @@ def debit(agent: Spender, scope: str, costs: Costs, *, limits_scope: Mapping[str
         raise PermissionDeniedError("budgets need a token with a jti", agent=agent.name)
     expires_at = agent._valid_until
     try:
+        if Settings.from_env().broker is not None:
+            _broker_spend(agent, scope, arguments)
+            return
         ledger = ledger_for(agent)
         for entry, amounts, counters in costs:
             if ledger.spend(jti, entry, amounts, counters, expires_at=expires_at) is not None:
@@ -220,7 +217,7 @@ def debit(agent: Spender, scope: str, costs: Costs, *, limits_scope: Mapping[str
             )
     except BudgetExhaustedError:
         raise
-    except (AgentSudoError, ValueError) as exc:  # the store is down, a bad entry: fail closed
+    except (AgentSudoError, ValueError, OSError) as exc:  # the ledger is down: fail closed
         raise PermissionDeniedError(
             f"{scope} budget: cannot debit it: {_one_line(exc)}",
             agent=agent.name,

@@ -48,7 +48,13 @@ def _budgets(
         costs = limits.costs(scope, arguments, agent=active.agent.name)
         if costs:
             scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
-            debit(active.agent, scope, costs, limits_scope=scopes)
+            budgeted = {
+                name: arguments[name]
+                for _, entry in limits.for_scope(scope)
+                if entry.budget is not None
+                for name, _ in entry.budget.totals
+            }
+            debit(active.agent, scope, costs, limits_scope=scopes, arguments=budgeted)
     except LimitExceededError as exc:
         return _Denial(active, exc, True)
     except PermissionDeniedError as exc:  # the ledger cannot be reached: no approver can help

@@ -9,7 +9,8 @@ Budgets are kept in the state store (``--store``, ``AGENTSUDO_STORE``, default
 the key directory's ``agentsudo-state.db``), as ``revoke`` finds it. With a
 token, every budgeted entry is shown, spent or not; with a bare ``jti``, only
 the entries something was spent on (the store does not know the others). With
-``AGENTSUDO_BROKER`` set, the broker keeps them (not in this version: refused).
+``AGENTSUDO_BROKER`` set, the broker keeps them and is asked (a token as its holder, a
+jti as an admin).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from .revoke_cmd import _jti_of, open_cli_store, store_option
 
 if TYPE_CHECKING:
     from agentsudo_tokens.state.budgets import Balance
-
     from agentsudo_tokens.tokens.limits import Limits
 
 
@@ -116,20 +116,19 @@ def show(target: str, store: str | None, as_json: bool, keys_dir: Path | None) -
     """What each budget of a token (or of a jti, in the store) has left."""
     current = settings(keys_dir=keys_dir, store=store)
     client = broker_of(current, keys_dir=keys_dir, store=store)
-    if client is not None:
-        raise click.UsageError(
-            f"budgets are kept by the broker at {client.address}; this version cannot ask it "
-            "(unset AGENTSUDO_BROKER to read a local store)"
-        )
-    from agentsudo_tokens.state.budgets import Budgets
-
     if "." in target:
         jti, limits = _limits_of(target)
     else:
         jti, limits = _jti_of(target), None
-    with open_cli_store(current) as state:
-        balances = Budgets(state).balances(jti)
-        where = state.url
+    if client is not None:  # the broker keeps them: a token asks as its holder, a jti as admin
+        balances = client.budgets(target)
+        where = f"broker {client.address}"
+    else:
+        from agentsudo_tokens.state.budgets import Budgets
+
+        with open_cli_store(current) as state:
+            balances = Budgets(state).balances(jti)
+            where = state.url
     rows = _rows(limits, balances)
     if as_json:
         click.echo(json.dumps({"ok": True, "jti": jti, "budgets": rows, "store": where}))
