@@ -488,8 +488,11 @@ class RequireScope(SecurityBase):
             costs = limits.costs(scope, arguments, agent=agent.name)
             if costs:
                 scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
+                budgeted = limits.budgeted_arguments(scope, arguments)
                 await anyio.to_thread.run_sync(
-                    functools.partial(debit, agent, scope, costs, limits_scope=scopes)
+                    functools.partial(
+                        debit, agent, scope, costs, limits_scope=scopes, arguments=budgeted
+                    )
                 )
         except LimitExceededError as exc:
             audit.record("denied", agent, scope, what, str(exc))

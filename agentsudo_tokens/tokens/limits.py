@@ -182,6 +182,16 @@ class Limits:
             spends.append((entry_id, amounts, budget.counters()))
         return spends
 
+    def budgeted_arguments(self, scope: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of the arguments the budgets on ``scope`` count (those given)."""
+        return {
+            name: arguments[name]
+            for _, entry in self.for_scope(scope)
+            if entry.budget is not None
+            for name, _ in entry.budget.totals
+            if name in arguments
+        }
+
     @property
     def budgeted(self) -> tuple[tuple[str, Limit], ...]:
         """Every entry with a budget, with its id."""
