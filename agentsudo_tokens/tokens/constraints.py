@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +39,7 @@ KINDS = frozenset({*BOUNDS, "eq", "in", "under", "host_in", "max_len"})
 ARGUMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}").fullmatch  # a Python parameter name
 MAX_NUMBER = Decimal(10) ** 12  # bounds and totals: |x| <= 10**12, at most 6 decimals
 _URL_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+_SIZED = frozenset({str, bytes, list, tuple, dict, set, frozenset})
 _UNSAFE_URL = re.compile(r"[^\x21-\x7e]|\\").search  # space, control, non-ASCII, backslash
 
 
@@ -45,8 +47,10 @@ def shown(value: object) -> str:
     """A value as a denial shows it: short and ASCII (strings quoted), else its type."""
     if isinstance(value, bool) or value is None:
         return str(value).lower() if isinstance(value, bool) else "None"
+    if isinstance(value, int) and value.bit_length() > 128:  # str() of a huge int is slow or fails
+        return f"an integer of {value.bit_length()} bits"
     if isinstance(value, int | float | Decimal):
-        text = str(value)
+        text = str(value) if not isinstance(value, float) else float.__repr__(value)
         return text if len(text) <= 40 else text[:40] + "..."
     if isinstance(value, str):
         return ascii(value[:60]) + ("..." if len(value) > 60 else "")
@@ -60,8 +64,8 @@ def as_number(value: object) -> Decimal | None:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
-        # repr: 0.1 as written, not the binary value stored
-        return Decimal(repr(value)) if math.isfinite(value) else None
+        # float's repr: 0.1 as written, not the binary value stored (and not a subclass's)
+        return Decimal(float.__repr__(value)) if math.isfinite(value) else None
     if isinstance(value, Decimal):
         return value if value.is_finite() else None
     return None
@@ -101,10 +105,16 @@ def _host(value: object) -> str | None:
 
 
 def _real(path: object) -> str | None:
-    """``path`` made absolute with every ``..`` and symlink resolved; ``None`` if not a path."""
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
+    """``path`` made absolute with every ``..`` and symlink resolved; ``None`` if not a path.
+
+    Only ``str`` and pathlib's paths (whose text cannot change between this check and
+    the call's use); no ``~`` first, which a tool expanding it would read elsewhere.
+    """
+    if isinstance(path, PurePath):
+        path = str(path)
     if type(path) is not str or not path or "\x00" in path or len(path) > 4096:
+        return None
+    if path.startswith("~"):
         return None
     try:
         return os.path.realpath(path)
@@ -161,7 +171,7 @@ class Constraint:
                 return None
             return f"{shown(value)} is not one of the token's {','.join(map(_words, limit))}"  # type: ignore[arg-type]
         if kind == "max_len":
-            if not isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
+            if type(value) not in _SIZED:  # exact types: a subclass's __len__ may lie
                 return f"{shown(value)} has no length"
             if len(value) <= limit:  # type: ignore[operator]
                 return None

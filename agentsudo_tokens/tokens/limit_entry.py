@@ -44,6 +44,8 @@ MAX_CONSTRAINTS = 16
 MAX_ITEMS = 64
 MAX_TEXT = 256
 MAX_LENGTH = 10**9
+MAX_TOTALS = 15  # with calls, the 16 counters a store entry holds
+MAX_TOTAL_NAME = 60  # its counter, sum:<name>, within the store's 64 characters
 _HOST = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
     r"|[0-9a-f:.]*:[0-9a-f:.]*"  # an IPv6 literal, as urlsplit gives it: no brackets
@@ -181,9 +183,15 @@ def make_budget(calls: object, totals: Mapping[str, object]) -> Budget:
     if calls is not None and (type(calls) is not int or not 0 <= calls <= MAX_NUMBER):
         raise bad_limit(f"budget calls: expected 0 to {MAX_NUMBER}, found {shown(calls)}")
     checked: list[tuple[str, Decimal]] = []
+    if len(totals) > MAX_TOTALS:  # the store keeps at most 16 counters: calls and 15 totals
+        raise bad_limit(f"budget: expected at most {MAX_TOTALS} totals, found {len(totals)}")
     for name, total in totals.items():
-        if type(name) is not str or ARGUMENT(name) is None:
-            raise bad_limit(f"budget: expected an argument name, found {shown(name)}", shown(name))
+        if type(name) is not str or ARGUMENT(name) is None or len(name) > MAX_TOTAL_NAME:
+            raise bad_limit(
+                f"budget: expected an argument name of at most {MAX_TOTAL_NAME} characters, "
+                f"found {shown(name)}",
+                shown(name),
+            )
         checked.append((name, checked_number(total, f"budget {name}", minimum=Decimal(0))))
     if calls is None and not checked:
         raise bad_limit("budget: expected calls=N or an argument's total (amount=500)")

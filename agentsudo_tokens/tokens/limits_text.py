@@ -33,6 +33,7 @@ __all__ = ["parse_budget", "parse_limit", "parse_lines"]
 _TOKENS = re.compile(r"len\([^)\s]*\)|<=|>=|<|>|=|[^\s<>=]+").findall
 _OPERATORS = {"<=": "le", "<": "lt", ">=": "ge", ">": "gt"}
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+_WHOLE = re.compile(r"[0-9]{1,13}").fullmatch  # ASCII digits only: "²".isdigit() is True
 _LENGTH = re.compile(r"len\(([^)]*)\)").fullmatch
 _GRAMMAR = (
     "NAME<=N, NAME<N, NAME>=N, NAME>N, NAME=V, NAME in V,V, NAME under PATH, "
@@ -93,7 +94,7 @@ def parse_limit(text: object) -> Limit:
                 if word != "<=":
                     raise bad_limit(f"{what}: expected len(NAME)<=N, found {name}{word}")
                 count = take()
-                if not count.isdigit():
+                if _WHOLE(count) is None:
                     raise bad_limit(f"{what}: expected a whole number after <=, found {count!r}")
                 constraints.append(make_constraint(length.group(1), "max_len", int(count)))
             elif word in _OPERATORS:
@@ -135,7 +136,7 @@ def parse_budget(text: object) -> tuple[str, Budget]:
     for i in range(0, len(tokens), 3):
         name, number = tokens[i], tokens[i + 2]
         if name == "calls":
-            if not number.isdigit() or calls is not None:
+            if _WHOLE(number) is None or calls is not None:
                 raise bad_limit(f"{what}: expected calls=N once, N whole; found {number!r}")
             calls = int(number)
         elif name in totals:

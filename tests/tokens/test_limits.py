@@ -384,3 +384,77 @@ def test_a_well_formed_hand_made_claim_is_accepted(
     assert claims.limits is not None
     with pytest.raises(LimitExceededError, match="limit 99.5"):
         claims.limits.check("write:refunds", {"amount": 99.6})
+
+
+# --- found in review ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["write:refunds calls=²", "write:refunds calls=٣", "write:refunds amount=5 calls=1²"],
+)
+def test_only_ascii_digits_count_calls(line: str) -> None:
+    with pytest.raises(InvalidLimitError, match="calls=N once"):
+        parse_budget(line)
+
+
+@pytest.mark.parametrize("line", ["mail:send len(body)<=²", "mail:send len(body)<=٣"])
+def test_only_ascii_digits_give_a_length(line: str) -> None:
+    with pytest.raises(InvalidLimitError, match="whole number"):
+        parse_limit(line)
+
+
+def test_a_budget_the_store_could_not_keep_is_refused_when_written() -> None:
+    long_name = "a" * 61
+    with pytest.raises(InvalidLimitError, match="at most 60 characters"):
+        parse_budget(f"write:refunds {long_name}=5")
+    parse_budget(f"write:refunds {'a' * 60}=5")
+    many = " ".join(f"n{i}=1" for i in range(16))
+    with pytest.raises(InvalidLimitError, match="at most 15 totals"):
+        parse_budget(f"write:refunds {many} calls=1")
+
+
+def test_a_huge_integer_is_a_denial_not_a_crash() -> None:
+    limits = _limits("write:refunds amount<=100")
+    with pytest.raises(LimitExceededError, match="an integer of"):
+        limits.check("write:refunds", {"amount": 10**5000})
+
+
+class _LyingFloat(float):
+    def __repr__(self) -> str:
+        return "1.0"
+
+
+class _LyingList(list):  # type: ignore[type-arg]
+    def __len__(self) -> int:
+        return 1
+
+
+class _ShiftyPath:
+    def __init__(self, first: str) -> None:
+        self.calls, self.first = 0, first
+
+    def __fspath__(self) -> str:
+        self.calls += 1
+        return self.first if self.calls == 1 else "/etc/passwd"
+
+
+def test_subclasses_cannot_lie_about_what_they_hold(tmp_path: Path) -> None:
+    with pytest.raises(LimitExceededError, match="5000"):
+        _limits("write:refunds amount<=100").check("write:refunds", {"amount": _LyingFloat(5000)})
+    with pytest.raises(LimitExceededError, match="no length"):
+        _limits("mail:send len(to)<=2").check("mail:send", {"to": _LyingList([1, 2, 3])})
+    with pytest.raises(LimitExceededError, match="not a path"):
+        _limits(f"write:files path under {tmp_path}").check(
+            "write:files", {"path": _ShiftyPath(str(tmp_path / "x"))}
+        )
+
+
+def test_a_path_starting_with_a_tilde_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "~").mkdir()
+    monkeypatch.chdir(tmp_path)
+    limits = _limits(f"write:files path under {tmp_path}")
+    for path in ("~/.ssh/id_rsa", "~root/.bashrc", "~"):
+        with pytest.raises(LimitExceededError, match="not a path"):
+            limits.check("write:files", {"path": path})
+    limits.check("write:files", {"path": "./~/x"})  # a directory named ~, said plainly
