@@ -70,10 +70,26 @@ def _limits_of(token: str) -> tuple[str, Limits | None]:
         ) from None
 
 
-def _rows(limits: Limits | None, balances: dict[str, Balance]) -> list[dict[str, Any]]:
+def _target(target: str) -> tuple[str, Limits | None]:
+    """The jti and limits ``TOKEN_OR_JTI`` names (a bare jti: no limits known).
+
+    :raises ConfigError: neither a token with a usable jti nor a jti (one line, exit 2).
+    """
+    from agentsudo_tokens.errors import ConfigError
+
+    try:
+        return _limits_of(target) if "." in target else (_jti_of(target), None)
+    except click.BadParameter as exc:
+        raise ConfigError(f"TOKEN_OR_JTI: {exc.message}") from None
+
+
+def _rows(
+    limits: Limits | None, balances: dict[str, Balance], *, token: bool
+) -> list[dict[str, Any]]:
+    """A token's budgets (every one it carries); a bare jti's, as the store holds them."""
     rows = []
-    if limits is not None:
-        for entry_id, entry in limits.budgeted:
+    if token:
+        for entry_id, entry in limits.budgeted if limits is not None else ():
             assert entry.budget is not None
             balance = balances.get(entry_id)
             counters = entry.budget.counters()
@@ -116,25 +132,27 @@ def show(target: str, store: str | None, as_json: bool, keys_dir: Path | None) -
     """What each budget of a token (or of a jti, in the store) has left."""
     current = settings(keys_dir=keys_dir, store=store)
     client = broker_of(current, keys_dir=keys_dir, store=store)
-    if "." in target:
-        jti, limits = _limits_of(target)
-    else:
-        jti, limits = _jti_of(target), None
+    token = "." in target
+    jti, limits = _target(target)
     if client is not None:  # the broker keeps them: a token asks as its holder, a jti as admin
         balances = client.budgets(target)
         where = f"broker {client.address}"
     else:
+        from agentsudo_tokens.errors import ConfigError
         from agentsudo_tokens.state.budgets import Budgets
 
         with open_cli_store(current) as state:
-            balances = Budgets(state).balances(jti)
+            try:
+                balances = Budgets(state).balances(jti)
+            except ValueError as exc:  # a jti the store cannot hold (a ':', not ASCII, ...)
+                raise ConfigError(f"TOKEN_OR_JTI: {exc}") from None
             where = state.url
-    rows = _rows(limits, balances)
+    rows = _rows(limits, balances, token=token)
     if as_json:
         click.echo(json.dumps({"ok": True, "jti": jti, "budgets": rows, "store": where}))
         return
     if not rows:
-        what = "the token has no budgets" if limits is not None else "nothing spent is recorded"
+        what = "the token has no budgets" if token else "nothing spent is recorded"
         click.echo(terminal_safe(f"jti {jti}: {what} (store {where})"))
         return
     click.echo(terminal_safe(f"jti {jti} (store {where}):"))
