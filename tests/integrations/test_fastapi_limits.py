@@ -45,7 +45,7 @@ def build(verifier: Verifier) -> FastAPI:
         return {"amount": body.amount, "currency": body.currency}
 
     @app.post("/refunds/{amount}")
-    def refund_path(amount: int, agent: Annotated[Agent, Depends(refunds)]) -> int:
+    def refund_path(amount: int, currency: str, agent: Annotated[Agent, Depends(refunds)]) -> int:
         return amount
 
     @app.get("/orders")
