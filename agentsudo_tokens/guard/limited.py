@@ -11,7 +11,9 @@ scope: ``"raise"`` raises ``LimitExceededError`` (``BudgetExhaustedError``);
 ``"log"`` records an ``audit_violation`` and lets the call run (a refused budget
 is then not debited); an approver or ``"ask"`` may approve that one call (the
 context's ``reason`` is the refusal, ``limit`` and ``argument`` say which).
-A ledger that cannot be reached is a denial no approver is asked about.
+A ledger that cannot be reached is a denial no approver is asked about. A
+call whose costs the request's HTTP guard already debited is not debited
+again (``prepaid``: one request, one debit).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LimitExceededError, PermissionDeniedError
+from . import prepaid
 from .budget import debit
 from .decision import Policy, _Denial
 
@@ -46,7 +49,8 @@ def _budgets(
     """Debit every budget that applies; the denial when one refuses (or cannot be asked)."""
     try:
         costs = limits.costs(scope, arguments, agent=active.agent.name)
-        if costs:
+        jti = active.agent.jti
+        if costs and not (jti is not None and prepaid.take(jti, scope, costs)):  # not the request's
             scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
             budgeted = {
                 name: arguments[name]

@@ -13,10 +13,12 @@ verified ``Agent``. A missing or refused token is a 401 with
 ``WWW-Authenticate: Bearer error="invalid_token"``; a token without the scope
 is a 403 with ``error="insufficient_scope", scope="..."`` (RFC 6750). No
 response lists the scopes the caller holds. When the token carries limits on
-the scope (``tokens.limits``), the request's arguments (path and query
-parameters as the route declares them, the JSON body's top-level fields: see
+the scope (``tokens.limits``), the request's arguments (each read only where
+the route declares it: path, query, header, cookie, JSON body or form; see
 ``request_limits``) must meet them, and its budgets are debited (in the
-verifier's store, else the settings'); over a limit is a 403 with the same
+verifier's store, else the settings'); behind the middleware, an ``@sudo``
+call of the handler with the same costs is that request's call and is not
+debited again (``guard.prepaid``). Over a limit is a 403 with the same
 ``insufficient_scope`` challenge and the refusal's one line as ``detail``
 (``amount 5000 exceeds the token's limit 100 for write:refunds``); budgets
 that cannot be debited (the store is down) a 503. Each decision is an audit event
@@ -92,6 +94,7 @@ from ..errors import (
     WrongAudienceError,
     WrongIssuerError,
 )
+from ..guard import prepaid
 from ..guard.agent import Agent, _policy, disable_ambient_agent, without_agent
 from ..guard.budget import debit
 from ..state.replay import ReplayCacheNotSharedError
@@ -494,6 +497,8 @@ class RequireScope(SecurityBase):
                         debit, agent, scope, costs, limits_scope=scopes, arguments=budgeted
                     )
                 )
+                if agent.jti is not None:  # the handler's @sudo call with these costs is this one
+                    prepaid.paid(agent.jti, scope, costs)
         except LimitExceededError as exc:
             audit.record("denied", agent, scope, what, str(exc))
             raise _over_limit(exc, _scheme(request.scope)).exception() from None
@@ -606,7 +611,7 @@ class AgentSudoMiddleware:
                 return
             scope[AGENT_KEY] = agent
             scope[_VERIFIER_KEY] = self._verification.verifier()
-            with agent.start_session():
+            with agent.start_session(), prepaid.request_debits():
                 await self.app(scope, receive, watch)
         except PermissionDeniedError as denied:  # a @sudo refusal the app left unhandled
             if started:
