@@ -48,7 +48,7 @@ from ..state import Store
 from ..tokens.claims import MAX_NAME, VerifiedClaims
 from ..tokens.constraints import ARGUMENT
 from ..tokens.jws import MAX_TOKEN_BYTES
-from ..tokens.limits_narrow import counter_text
+from ..tokens.limit_entry import overspent
 from ..tokens.revocation import check_revoked
 from ..tokens.scopes import MAX_SCOPE_LENGTH, validate_required_scope
 from ..tokens.verifier import decode_unverified
@@ -147,22 +147,20 @@ async def _authenticated(request: Request, broker: Any, token: str, scheme: str)
     return claims
 
 
-def _exhausted(claims: VerifiedClaims, entry: Any, scope: str, amounts: dict[str, int],
-               left: dict[str, int]) -> BudgetExhaustedError:  # fmt: skip
+def _exhausted(
+    claims: VerifiedClaims, entry: Any, scope: str, amounts: dict[str, int], spent: dict[str, int]
+) -> BudgetExhaustedError:
+    """The refusal, worded as a guard debiting a store words it (``limit_entry.overspent``)."""
     limits = entry.budget.counters()
-    over = sorted(name for name, amount in amounts.items() if amount > left.get(name, 0))
-    name = over[0] if over else sorted(amounts)[0]
-    argument = name.removeprefix("sum:")
-    asked, had = counter_text(name, amounts[name]), counter_text(name, left.get(name, 0))
+    argument, limit, words = overspent(entry.scope, amounts, limits, spent)
     return BudgetExhaustedError(
-        f"{asked} exceeds what the token's budget for {scope} has left: {had} of "
-        f"{counter_text(name, limits[name]).partition(' ')[2]}",
+        words,
         argument=argument,
-        limit=f"{entry.scope} {entry.budget.text()}",
+        limit=limit,
         agent=claims.agent,
         scope=scope,
-        expected=left.get(name, 0),
-        found=amounts[name],
+        expected="budget left",
+        found="spent",
     )
 
 
@@ -200,8 +198,7 @@ def _spend(broker: Any, claims: VerifiedClaims, scope: str, arguments: dict[str,
         if balance is None:
             found = budgets.balance(claims.jti, entry_id)
             spent = {} if found is None else found.spent
-            left = {name: max(0, limit - spent.get(name, 0)) for name, limit in limits.items()}
-            raise _exhausted(claims, entries[entry_id], scope, amounts, left)
+            raise _exhausted(claims, entries[entry_id], scope, amounts, spent)
         balances[entry_id] = _balance_body(entries[entry_id], limits, balance.spent)
     return balances
 

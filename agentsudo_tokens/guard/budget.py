@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..errors import AgentSudoError, BudgetExhaustedError, PermissionDeniedError
-from ..tokens.limit_entry import UNIT
+from ..tokens.limit_entry import overspent
 
 if TYPE_CHECKING:
     from ..state.base import Store
@@ -102,7 +102,7 @@ def _broker_spend(agent: Spender, scope: str, arguments: Mapping[str, Any]) -> N
     :raises BudgetExhaustedError: the broker's refusal, in its one line.
     """
     from ..broker.client import BrokerClient
-    from .possession import process_key
+    from .process_key import process_key
 
     token = agent.token
     if token is None:
@@ -138,43 +138,14 @@ def ledger_for(agent: Spender) -> Ledger:
     return Budgets(store if store is not None else _default.get())
 
 
-def amount_words(counter: str, units: int) -> str:
-    """A counter's amount as the grammar writes it: ``amount 50``, ``20 calls``."""
-    if counter == "calls":
-        return f"{units} calls"
-    number = (Decimal(units) / UNIT).normalize()
-    text = f"{number:f}"
-    return f"{counter.removeprefix('sum:')} {text}"
-
-
 def spent_words(
     scope: str, amounts: Mapping[str, int], balance: Balance | None
 ) -> tuple[str, str, str]:
     """Why a debit was refused: (argument, limit, one line) for the first counter that would
-    pass its limit."""
-    if balance is not None:
-        for counter, amount in sorted(amounts.items()):
-            limit = balance.limits.get(counter)
-            if limit is None or balance.spent.get(counter, 0) + amount <= limit:
-                continue
-            if counter == "calls":
-                return (
-                    "calls",
-                    f"{scope} calls={limit}",
-                    (f"{scope} budget: the token's {limit} calls are used"),
-                )
-            name = counter.removeprefix("sum:")
-            left = amount_words(counter, balance.left(counter)).split(" ", 1)[1]
-            total = amount_words(counter, limit).split(" ", 1)[1]
-            return (
-                name,
-                f"{scope} {name}={total}",
-                (
-                    f"{scope} budget: {amount_words(counter, amount)} would pass the token's "
-                    f"total {total} ({left} left)"
-                ),
-            )
-    return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"
+    pass its limit (``limit_entry.overspent``: the broker words it the same)."""
+    if balance is None:
+        return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"
+    return overspent(scope, amounts, balance.limits, balance.spent)
 
 
 def debit(

@@ -35,6 +35,7 @@ __all__ = [
     "make_budget",
     "make_constraint",
     "text_value",
+    "overspent",
     "units",
 ]
 
@@ -275,3 +276,41 @@ def _constraint_claim(constraint: Constraint) -> dict[str, Any]:
     elif isinstance(value, tuple):
         value = [_json_number(v) if isinstance(v, Decimal) else v for v in value]
     return {"arg": constraint.argument, constraint.kind: value}
+
+
+def _figure(counter: str, units_: int) -> str:
+    """A counter's value as the grammar writes it: ``450``, ``12.5`` (not millionths)."""
+    if counter == "calls":
+        return str(units_)
+    return f"{(Decimal(units_) / UNIT).normalize():f}"
+
+
+def overspent(
+    scope: str, amounts: Mapping[str, int], limits: Mapping[str, int], spent: Mapping[str, int]
+) -> tuple[str, str, str]:
+    """Why a debit is refused, in one wording wherever budgets are kept (a store, the broker):
+    ``(argument, limit, line)`` for the first counter the call would take past its limit.
+
+    ``write:refunds budget: amount 50 would pass the token's total 500 (20 left)``;
+    ``write:refunds budget: the token's 20 calls are used``.
+    """
+    for counter, amount in sorted(amounts.items()):
+        limit = limits.get(counter)
+        if limit is None or spent.get(counter, 0) + amount <= limit:
+            continue
+        if counter == "calls":
+            return (
+                "calls",
+                f"{scope} calls={limit}",
+                f"{scope} budget: the token's {limit} calls are used",
+            )
+        name = counter.removeprefix("sum:")
+        left = _figure(counter, max(0, limit - spent.get(counter, 0)))
+        total = _figure(counter, limit)
+        return (
+            name,
+            f"{scope} {name}={total}",
+            f"{scope} budget: {name} {_figure(counter, amount)} would pass the token's total "
+            f"{total} ({left} left)",
+        )
+    return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"
