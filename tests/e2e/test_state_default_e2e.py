@@ -766,6 +766,10 @@ issuer = Issuer(keys.signing_key())
 tokens = [issuer.issue("S", "read:orders").token for _ in range(50)]
 store = SqliteStore(root / "keys" / "agentsudo-state.db")
 store.put("k", "v", expires_at=4e9)
+# Warm up first, as a program does before it forks: a module a thread is importing while
+# another forks keeps its import lock in the child (CPython does not reset it), which no
+# library can undo; the locks this test is about are ours.
+Agent.from_token(tokens[0])
 stop = threading.Event()
 errors = []
 
