@@ -167,14 +167,19 @@ def form(data: Any) -> bytes:
 class SlackBroker:
     """``agentsudo serve`` with ``[slack]``, on a Unix socket and on TCP (where Slack calls)."""
 
-    def __init__(self, root: Path, webhook: str, users: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, webhook: str, users: dict[str, str], *, slack: bool = True
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
         assert sh("keys", "init", "--keys-dir", str(root / "keys"), cwd=root).returncode == 0
         self.root, self.keys = root, root / "keys"
         secret_file(root / "slack-webhook", webhook)
         secret_file(root / "slack-signing-secret", SIGNING_SECRET)
-        (root / "agentsudo.toml").write_text(slack_policy(users))
+        policy = slack_policy(users)
+        if not slack:  # the same policy, without its [slack] tables
+            policy = policy.partition("[slack]")[0]
+        (root / "agentsudo.toml").write_text(policy)
         self.socket = root / "broker.sock"
         self.process = subprocess.Popen(
             [AGENTSUDO, "serve", "--policy", str(root / "agentsudo.toml"), "--keys-dir",

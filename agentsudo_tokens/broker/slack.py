@@ -204,7 +204,7 @@ async def _answer(request: Request, broker: Any, slack: SlackConfig, click: Clic
     from ..state.approvals import approve, deny
 
     admin = slack.users.get(click.user)
-    caller = admin.caller() if admin is not None else None
+    caller = admin.caller() if admin is not None else None  # its groups as they are now
     if admin is None or caller is None or not broker.policy.is_admin(caller):
         detail = f"Slack user {click.user} is not mapped to an admin of this broker"
         raise _refuse(

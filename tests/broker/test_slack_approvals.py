@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,3 +340,36 @@ def test_the_webhook_url_is_never_logged(broker: SlackBroker) -> None:
     assert HOOK_SECRET not in "".join(broker.lines)
     assert SIGNING_SECRET not in "".join(broker.lines)
     assert SIGNING_SECRET not in (broker.keys / "broker-audit.jsonl").read_text()
+
+
+def down_url() -> str:
+    """A loopback URL nothing listens on (the port was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/services/{HOOK_SECRET}"
+
+
+def test_slack_down_costs_the_message_only(tmp_path: Path) -> None:
+    broker = SlackBroker(tmp_path / "broker", down_url(), USERS)
+    try:
+        request_id = broker.file_request("c-down")
+        failed = broker.audited("elevation_notify_failed", request=request_id)
+        assert failed["via"] == "slack" and failed["reason"].startswith("unreachable")
+        assert request_id in broker.pending()  # it waits for an admin all the same
+        assert broker.client.health() == {"status": "ok"}
+    finally:
+        broker.stop()
+    assert HOOK_SECRET not in "".join(broker.lines)
+
+
+def test_without_slack_in_the_policy_the_endpoint_refuses(tmp_path: Path) -> None:
+    broker = SlackBroker(tmp_path / "broker", down_url(), USERS, slack=False)
+    try:
+        request_id = broker.file_request("c-none")
+        body = form(payload(ALICE, APPROVE, request_id, None))
+        status, answer = broker.click(body, signed(body))
+        assert status == 404 and "not configured" in answer["detail"], answer
+        assert request_id in broker.pending()
+    finally:
+        broker.stop()
