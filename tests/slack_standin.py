@@ -168,7 +168,12 @@ class SlackBroker:
     """``agentsudo serve`` with ``[slack]``, on a Unix socket and on TCP (where Slack calls)."""
 
     def __init__(
-        self, root: Path, webhook: str, users: dict[str, str], *, slack: bool = True
+        self,
+        root: Path,
+        webhook: str,
+        users: dict[str, str],
+        *extra: str,
+        slack: bool = True,
     ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
@@ -183,7 +188,7 @@ class SlackBroker:
         self.socket = root / "broker.sock"
         self.process = subprocess.Popen(
             [AGENTSUDO, "serve", "--policy", str(root / "agentsudo.toml"), "--keys-dir",
-             str(self.keys), "--socket", str(self.socket), "--listen", "127.0.0.1:0"],
+             str(self.keys), "--socket", str(self.socket), "--listen", "127.0.0.1:0", *extra],
             stderr=subprocess.PIPE, text=True, cwd=root,
         )  # fmt: skip
         assert self.process.stderr is not None

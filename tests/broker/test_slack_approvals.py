@@ -373,3 +373,28 @@ def test_without_slack_in_the_policy_the_endpoint_refuses(tmp_path: Path) -> Non
         assert request_id in broker.pending()
     finally:
         broker.stop()
+
+
+def test_a_click_replayed_to_another_broker_on_the_same_redis_is_refused(
+    tmp_path: Path, redis_url: str, slack: SlackStandIn
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    first = SlackBroker(tmp_path / "first", slack.url, USERS, "--store", redis_url)
+    try:
+        second = SlackBroker(tmp_path / "second", slack.url, USERS, "--store", redis_url)
+        try:
+            request_id = first.file_request("c-redis")
+            body = form(payload(ALICE, DENY, request_id, None))
+            headers = signed(body)
+            status, answer = second.click(body, headers)  # filed through one, answered via another
+            assert status == 200, answer
+            status, answer = first.click(body, headers)
+            assert status == 409 and answer["type"].endswith(":replayed"), answer
+        finally:
+            second.stop()
+    finally:
+        first.stop()
