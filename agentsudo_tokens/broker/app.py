@@ -69,6 +69,7 @@ from .peer import HEADER_TIMEOUT, PEER_CONNECTIONS, TCP_CONNECTIONS, _peer_key, 
 from .policy import Caller, Policy, load_policy
 from .problems import Problem, TooMany, problem_for, problem_response
 from .ratelimit import ISSUE_BURST, ISSUE_RATE, MAX_BURST, MAX_RATE, QuietRefusals, RateLimiter
+from .slack import SLACK_PATH, SlackApprovals, interactions_endpoint
 
 if TYPE_CHECKING:
     from ..state.approvals import ApprovalRequest
@@ -124,6 +125,7 @@ class _Broker:
             audit_log, self.issuer.key, issuer=settings.issuer, on_head=self.anchor.keep
         )
         self.notifier = Notifier(on_failure=self._notify_failed)
+        self.slack = SlackApprovals(self.audit)  # [slack]: Block Kit messages, their clicks
         self.limits = RateLimiter(config.issue_rate, config.issue_burst)
         # budget debits come with guarded calls: a bucket of their own, twenty times as big
         self.spend_limits = RateLimiter(
@@ -240,6 +242,7 @@ class _Broker:
 
     def close(self) -> None:
         self.notifier.close()
+        self.slack.close()
         self.store.close()
         self.audit.close()
 
@@ -652,6 +655,7 @@ async def _file_elevation(request: Request, broker: _Broker) -> Response:
     webhook = policy.notify if isinstance(policy, Policy) else None
     if webhook is not None:  # posted by the notifier's threads: filing never waits for it
         broker.notifier.submit(webhook, filed)
+    broker.slack.filed(policy.slack if isinstance(policy, Policy) else None, filed)
     body = {"id": filed.id, "expires_at": filed.expires_at}
     return JSONResponse(body, status_code=202, headers={"cache-control": "no-store"})
 
@@ -755,6 +759,7 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route(EXCHANGE_PATH, exchange_endpoint, methods=["POST"]),  # RFC 8693: delegation
         Route(SPEND_PATH, _endpoint(spend_endpoint), methods=["POST"]),  # budgets, debited here
         Route(BUDGETS_PATH, _endpoint(_budgets), methods=["GET"]),
+        Route(SLACK_PATH, _endpoint(interactions_endpoint), methods=["POST"]),  # Slack's clicks
     ]
     app = Starlette(
         routes=routes,

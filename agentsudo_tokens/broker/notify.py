@@ -37,6 +37,7 @@ class Notifier:
 
     :param on_failure: called with the request and a one-line reason when a
         notification fails or is dropped (from a worker thread, or the submitter's).
+    :param send: posts one request to a URL within a timeout (default ``notify_webhook``).
     """
 
     def __init__(
@@ -46,8 +47,10 @@ class Notifier:
         workers: int = WORKERS,
         timeout: float = TIMEOUT,
         max_queued: int = MAX_QUEUED,
+        send: Callable[[str, ApprovalRequest, float], None] | None = None,
     ) -> None:
         self.on_failure = on_failure
+        self._send = send or _notify  # how one request is posted (broker.slack: Block Kit)
         self.timeout = timeout
         self._workers = workers
         self._jobs: queue.Queue[_Job] = queue.Queue(max_queued)
@@ -79,7 +82,7 @@ class Notifier:
                 return
             url, request = job
             try:
-                notify_webhook(url, request, timeout=self.timeout)
+                self._send(url, request, self.timeout)
             except Exception as exc:  # any failure costs the notification, never the broker
                 self._failed(request, _reason(exc))
 
@@ -102,6 +105,10 @@ class Notifier:
                 self._jobs.put_nowait(None)
             except queue.Full:
                 break  # daemon threads: they end with the process
+
+
+def _notify(url: str, request: ApprovalRequest, timeout: float) -> None:
+    notify_webhook(url, request, timeout=timeout)
 
 
 def _reason(exc: Exception) -> str:

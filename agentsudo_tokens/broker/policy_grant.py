@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..config import DEFAULT_TTL
 from ..errors import ConfigError, InvalidScopeError, PermissionDeniedError
@@ -28,6 +28,9 @@ from ..tokens.scopes import ScopeSet
 from .policy_principals import Caller, Principal, shown
 from .policy_schema import AgentPolicy, human
 from .policy_scopes import covered
+
+if TYPE_CHECKING:
+    from .slack_config import SlackConfig
 
 __all__ = [
     "Grant",
@@ -243,6 +246,7 @@ class Policy(Granting[AgentPolicy]):
     default_ttl: int = DEFAULT_TTL
     warnings: tuple[str, ...] = ()
     notify: str | None = field(default=None, repr=False)  # a webhook for elevation requests
+    slack: SlackConfig | None = field(default=None, repr=False)  # [slack]: broker.slack_config
     _grantable: Mapping[str, frozenset[tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )

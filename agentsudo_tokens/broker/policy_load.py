@@ -62,4 +62,29 @@ def load_policy(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError("expected UTF-8 text", file=safe_source(source), line=line) from None
-    return parse_policy(text, source=source, max_ttl=max_ttl, audience=audience)
+    policy = parse_policy(text, source=source, max_ttl=max_ttl, audience=audience)
+    if policy.slack is not None:  # its secret files, read as the broker reads them
+        policy = _with_slack_secrets(policy, path, text)
+    return policy
+
+
+def _with_slack_secrets(policy: Policy, path: Path, text: str) -> Policy:
+    """``policy`` with ``[slack]``'s secret files read (relative to the policy's directory).
+
+    :raises PolicyError: a file unreadable, readable by others, or not as expected.
+    """
+    import dataclasses
+
+    from ._toml_lines import TomlLines, dotted
+    from .slack_config import SlackSecretError
+
+    assert policy.slack is not None
+    try:
+        slack = policy.slack.with_secrets(path.absolute().parent)
+    except SlackSecretError as exc:
+        key = ("slack", exc.key)
+        line = TomlLines(text).line_of(key)
+        raise PolicyError(
+            str(exc), file=safe_source(str(path)), line=line, key=dotted(key)
+        ) from None
+    return dataclasses.replace(policy, slack=slack)

@@ -23,7 +23,8 @@ from ..tokens.claims import AGENT_NAME_GRAMMAR, is_agent_name
 from ._toml_lines import TomlLines, dotted
 from .policy_grant import Policy
 from .policy_principals import shown
-from .policy_schema import AgentPolicy, BrokerSection, InvalidValue, PolicyFile
+from .policy_schema import AgentPolicy, BrokerSection, InvalidValue, PolicyFile, SlackSection
+from .slack_config import SlackUserError, slack_config
 
 __all__ = ["PolicyError", "parse_policy", "safe_source"]
 
@@ -101,6 +102,8 @@ def _known_keys(path: Sequence[str | int]) -> str:
         model = BrokerSection
     elif path[:1] == ["agents"] and len(path) > 2:
         model = AgentPolicy
+    elif path[:1] == ["slack"]:
+        model = SlackSection
     return ", ".join(model.model_fields)
 
 
@@ -155,6 +158,14 @@ def parse_policy(
         parsed = PolicyFile.model_validate(data, context=context)
     except ValidationError as exc:
         raise _first_error(exc, data, lines, source) from None
+    slack = None
+    if parsed.slack is not None:  # each Slack user answers as an admin, or the policy is bad
+        try:
+            slack = slack_config(parsed.slack, parsed.broker.admins)
+        except SlackUserError as exc:
+            path = ("slack", "users", exc.user)
+            line = lines.line_of(path)
+            raise PolicyError(str(exc), file=source, line=line, key=dotted(path)) from None
     warnings = []
     if not parsed.agents:
         warnings.append(f"{source}: no [agents.NAME] table: no token can be obtained")
@@ -171,4 +182,5 @@ def parse_policy(
         default_ttl=parsed.broker.default_ttl,
         warnings=tuple(warnings),
         notify=parsed.broker.notify,
+        slack=slack,
     )

@@ -24,7 +24,7 @@ from ..tokens.limits_text import parse_budget, parse_limit
 from ..tokens.scopes import ScopeSet, covered, validate_required_scope
 from .policy_principals import Principal, shown
 
-__all__ = ["AgentPolicy", "BrokerSection", "InvalidValue", "PolicyFile", "human"]
+__all__ = ["AgentPolicy", "BrokerSection", "InvalidValue", "PolicyFile", "SlackSection", "human"]
 
 
 def human(seconds: int) -> str:
@@ -322,6 +322,41 @@ class AgentPolicy(_Model):
         return tuple(dict.fromkeys(audiences))
 
 
+def _secret_path(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise InvalidValue(f"expected the path of a file, found {shown(value)}")
+    return value
+
+
+class SlackSection(_Model):
+    """``[slack]``: approvals answered from Slack (``broker.slack``); the users are checked
+    against ``[broker] admins`` by ``policy_parse``, the files read by ``policy_load``."""
+
+    webhook_url_file: str  # the incoming webhook's URL (a secret), broker-readable only
+    signing_secret_file: str  # the app's signing secret, broker-readable only
+    users: dict[str, str] = Field(default_factory=dict)  # Slack user id -> an admin
+
+    @field_validator("webhook_url_file", "signing_secret_file", mode="before")
+    @classmethod
+    def _files(cls, value: object) -> str:
+        return _secret_path(value)
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, value: object) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise InvalidValue(
+                f"expected a table of Slack user ids to admins, found {shown(value)}"
+            )
+        for name, item in value.items():
+            if not isinstance(item, str):
+                raise InvalidValue(
+                    f"expected an admin's name for {shown(name)}, found {shown(item)}"
+                )
+        return value
+
+
 class PolicyFile(_Model):
     broker: BrokerSection
     agents: dict[str, AgentPolicy] = Field(default_factory=dict)
+    slack: SlackSection | None = None
