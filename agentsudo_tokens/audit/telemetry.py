@@ -165,10 +165,10 @@ class Telemetry:
 
     def close(self) -> None:
         """Stop measuring ``Verifier.verify`` (when this telemetry measures it)."""
-        from ..tokens.verifier import Verifier
+        from ..tokens.verifier import measure_verify, verify_timing
 
-        if Verifier.timing == self.verified:
-            Verifier.timing = None
+        if verify_timing() == self.verified:
+            measure_verify(None)
         with self._lock:
             self._pending_sources.clear()
 
@@ -176,10 +176,10 @@ class Telemetry:
 def start(
     tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
 ) -> Telemetry:
-    from ..tokens.verifier import Verifier
+    from ..tokens.verifier import measure_verify
 
     telemetry = Telemetry(tracer_provider, meter_provider)
-    Verifier.timing = telemetry.verified
+    measure_verify(telemetry.verified)
     return telemetry
 
 

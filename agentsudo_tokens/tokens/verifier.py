@@ -24,6 +24,7 @@ or not, after the signature and claims and before the store.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -32,7 +33,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..config import BROKER as BROKER_VARIABLE
 from ..config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Settings
@@ -231,10 +232,6 @@ class Verifier:
         """A verifier for a JWK Set given as a dict. Options as for ``Verifier``."""
         return cls(KeySet.from_dict(jwks), **options)  # type: ignore[arg-type]
 
-    timing: ClassVar[Callable[[float, BaseException | None], None] | None] = None
-    """Told each ``verify``'s duration in seconds and its error (``audit.otel`` sets it);
-    ``None``: nothing is measured."""
-
     def verify(self, token: str, *, audience: str | None = None) -> VerifiedClaims:
         """Verify ``token`` completely; return its claims.
 
@@ -243,19 +240,6 @@ class Verifier:
             (``RevokedTokenError``: revoked, or a one-time token used before).
         :raises StoreUnavailableError: a store is configured and cannot be reached.
         """
-        timing = Verifier.timing
-        if timing is None:
-            return self._verify_all(token, audience)
-        start = time.perf_counter()
-        try:
-            claims = self._verify_all(token, audience)
-        except BaseException as exc:
-            timing(time.perf_counter() - start, exc)
-            raise
-        timing(time.perf_counter() - start, None)
-        return claims
-
-    def _verify_all(self, token: str, audience: str | None) -> VerifiedClaims:
         expected_audience = self.audience if audience is None else audience
         try:  # the cache look-up asks the key source too: its surprises are rejections as well
             entry = self._cached(token, expected_audience)
@@ -425,3 +409,37 @@ def decode_unverified(token: str) -> UnverifiedClaims:
     claims = decode_json_part(parts.payload, "payload")
     parts.signature_bytes()
     return UnverifiedClaims(MappingProxyType(header), MappingProxyType(claims))
+
+
+_UNTIMED = Verifier.verify
+_timing: Callable[[float, BaseException | None], None] | None = None
+
+
+def measure_verify(timing: Callable[[float, BaseException | None], None] | None) -> None:
+    """Tell ``timing`` each ``Verifier.verify``'s duration in seconds and its error (``None``:
+    measure nothing, at no cost). Telemetry (``audit.otel``) sets it; the core never imports it.
+    """
+    global _timing
+    _timing = timing
+    if timing is None:
+        setattr(Verifier, "verify", _UNTIMED)  # noqa: B010 (mypy: no assigning to a method)
+        return
+    perf_counter = time.perf_counter
+
+    @functools.wraps(_UNTIMED)
+    def verify(self: Verifier, token: str, *, audience: str | None = None) -> VerifiedClaims:
+        start = perf_counter()
+        try:
+            claims = _UNTIMED(self, token, audience=audience)
+        except BaseException as exc:
+            timing(perf_counter() - start, exc)
+            raise
+        timing(perf_counter() - start, None)
+        return claims
+
+    setattr(Verifier, "verify", verify)  # noqa: B010
+
+
+def verify_timing() -> Callable[[float, BaseException | None], None] | None:
+    """What ``measure_verify`` set, if anything."""
+    return _timing
