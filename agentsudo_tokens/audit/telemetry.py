@@ -51,7 +51,7 @@ class _Event(Protocol):
 
 INSTRUMENTATION = "agentsudo_tokens"  # the tracer's and the meter's name
 DECISIONS = frozenset({"allowed", "denied", "audit_violation", "approved", "refused"})
-_INSTALL = "pip install 'agentsudo-tokens[otel]'"
+_INSTALL = "the otel extra: pip install -e '.[otel]' in a checkout"
 
 
 def _import_otel() -> tuple[Any, Any]:

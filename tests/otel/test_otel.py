@@ -394,7 +394,7 @@ def test_agentsudo_otel_1_without_the_extra_fails_closed(tmp_path: Path) -> None
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert "ConfigError: OpenTelemetry was asked for and is not installed" in last
-    assert "pip install 'agentsudo-tokens[otel]'" in last
+    assert "the otel extra: pip install -e '.[otel]'" in last
 
 
 def test_a_bad_agentsudo_otel_value_is_a_config_error() -> None:
