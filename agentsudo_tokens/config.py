@@ -57,6 +57,7 @@ REVOCATIONS_MAX_STALE = "AGENTSUDO_REVOCATIONS_MAX_STALE"
 DEFAULT_REVOCATIONS_MAX_STALE = 60  # then refuse: the list is what makes revocation work
 DPOP_KEY_FD = "AGENTSUDO_DPOP_KEY_FD"  # FD:INODE, an inherited pipe holding a DPoP key
 DPOP_ORIGIN = "AGENTSUDO_DPOP_ORIGIN"  # a service's public origin: what a DPoP proof's htu names
+OTEL = "AGENTSUDO_OTEL"  # 1: decisions as OpenTelemetry spans and metrics (the `otel` extra)
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -211,6 +212,7 @@ class Settings:
     revocations_max_stale: int = DEFAULT_REVOCATIONS_MAX_STALE  # since the last good list
     dpop_key_pipe: tuple[int, int] | None = None  # (fd, inode) from `agentsudo run --dpop`
     dpop_origin: str | None = None  # a service's public origin, for DPoP proofs' htu
+    otel: bool = False  # decisions to OpenTelemetry's global providers (audit.otel)
 
     def __post_init__(self) -> None:
         # ttl against max_ttl is the issuer's check: a --ttl flag may still override AGENTSUDO_TTL
@@ -252,6 +254,8 @@ class Settings:
             values["audit_log"] = Path(audit_log)
         if REQUIRE_SIGNED in env:
             values["require_signed"] = _flag(REQUIRE_SIGNED, env[REQUIRE_SIGNED])
+        if OTEL in env:
+            values["otel"] = _flag(OTEL, env[OTEL])
         if env.get(TTL, "").strip():
             values["ttl"] = parse_duration(env[TTL], name=TTL)
         if env.get(MAX_TTL, "").strip():

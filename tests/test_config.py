@@ -67,6 +67,8 @@ def test_defaults() -> None:
         ("AGENTSUDO_LEEWAY", "0", "leeway", 0),
         ("AGENTSUDO_LEEWAY", "0s", "leeway", 0),
         ("AGENTSUDO_LEEWAY", "5m", "leeway", 300),
+        ("AGENTSUDO_OTEL", "1", "otel", True),
+        ("AGENTSUDO_OTEL", "0", "otel", False),
     ],
 )
 def test_each_variable(variable: str, value: str, field: str, expected: Any) -> None:
@@ -121,6 +123,7 @@ BAD_VALUES = [
     ("AGENTSUDO_BROKER", "https://host/api"),
     ("AGENTSUDO_REVOCATIONS_REFRESH", "0"),
     ("AGENTSUDO_REVOCATIONS_MAX_STALE", "soon"),
+    ("AGENTSUDO_OTEL", "maybe"),
 ]
 # Free-form values (a token, paths, URLs) are checked where they are used.
 FREE_FORM = {

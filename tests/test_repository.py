@@ -150,6 +150,7 @@ def test_runtime_dependencies_are_the_ones_the_package_imports() -> None:
         "anyio",
         "starlette",
         "uvicorn",
+        "opentelemetry",  # AGENTSUDO_OTEL=1 ([otel])
     }  # a store URL, a caller, or `serve` ([broker])
     assert third_party - extras <= declared, sorted(third_party - extras - declared)
 

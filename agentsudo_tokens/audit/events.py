@@ -5,6 +5,7 @@
     # each record carries ``record.agentsudo``: the event as a dict
 
     set_audit_log("audit.jsonl")     # or AGENTSUDO_AUDIT_LOG: a hash-chained JSON-lines file
+    # AGENTSUDO_OTEL=1 or audit.otel.enable_otel(): decisions as OpenTelemetry spans and metrics
 
 An event holds time (UTC), outcome, agent, token ``jti`` (never the token),
 scope and function. Nothing is built unless the logger would emit it or an
@@ -109,30 +110,67 @@ def _event(
     )
 
 
+class _Telemetry(Protocol):
+    """Where decisions go when OpenTelemetry is on (``audit.otel``; audit never imports it)."""
+
+    def decision(self, event: AuditEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Sinks:
-    """Where events go besides the logger: the audit file, read from the settings once."""
+    """Where events go besides the logger: the audit file and telemetry, read from the
+    settings once. ``active``: one of them is set (the guard's fast path reads it)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.file: AuditFile | None = None
+        self.telemetry: _Telemetry | None = None
+        self.active = False
         self.configured = False
+        self.file_given = False  # set_audit_log was called: it wins over AGENTSUDO_AUDIT_LOG
 
     def configure_from_env(self) -> None:
         if self.configured:
             return
         from ..config import Settings
 
-        path = Settings.from_env().audit_log
+        settings = Settings.from_env()
+        telemetry = None
+        if settings.otel and self.telemetry is None:
+            from .telemetry import from_env  # imports opentelemetry: only when asked for
+
+            telemetry = from_env()
         with self.lock:
             if not self.configured:
-                self.file = AuditFile(path) if path is not None else None
+                if not self.file_given:
+                    self.file = AuditFile(settings.audit_log) if settings.audit_log else None
+                if telemetry is not None:
+                    self.telemetry = telemetry
+                self._refresh()
                 self.configured = True
+
+    def use_telemetry(self, telemetry: _Telemetry | None) -> None:
+        """Send decisions to ``telemetry`` (``None``: stop); the one before is closed."""
+        with self.lock:
+            previous, self.telemetry = self.telemetry, telemetry
+            self._refresh()
+        if previous is not None and previous is not telemetry:
+            previous.close()
+
+    def _refresh(self) -> None:
+        self.active = self.file is not None or self.telemetry is not None
 
     def reset(self) -> None:
         with self.lock:
             if self.file is not None:
                 self.file.close()
-            self.file, self.configured = None, False
+            telemetry = self.telemetry
+            self.file, self.telemetry, self.configured = None, None, False
+            self.file_given = False
+            self._refresh()
+        if telemetry is not None:
+            telemetry.close()
 
 
 _sinks = _Sinks()
@@ -147,7 +185,8 @@ def set_audit_log(path: str | Path | None) -> None:
         if _sinks.file is not None:
             _sinks.file.close()
         _sinks.file = AuditFile(path) if path is not None else None
-        _sinks.configured = True
+        _sinks.file_given = True
+        _sinks._refresh()
 
 
 def _listening(level: int) -> bool:
@@ -172,7 +211,7 @@ def record(
     function: str | None = None,
     reason: str | None = None,
 ) -> None:
-    """Build and send one event, if anyone listens.
+    """Build and send one event, if anyone listens (the logger, the file, telemetry).
 
     :raises ConfigError: an audit file is configured but cannot be written (fail closed).
     """
@@ -180,12 +219,15 @@ def record(
         _sinks.configure_from_env()
     level = _LEVELS[outcome]
     sink = _sinks.file
+    telemetry = _sinks.telemetry
     listening = _listening(level)
-    if sink is None and not listening:
+    if sink is None and telemetry is None and not listening:
         return
     event = _event(outcome, agent, scope, function, reason)
     if sink is not None:
         sink.append(event.to_dict())
+    if telemetry is not None:
+        telemetry.decision(event)
     if not listening:
         return
     logger.log(

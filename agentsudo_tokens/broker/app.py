@@ -716,9 +716,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     ]
     if not checked:  # the store was away: look again until it answers
         tasks.append(asyncio.create_task(_check_audit_until_done(broker)))
+    unwatch = _watch_pending(broker)
     try:
         yield
     finally:
+        unwatch()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
         for task in tasks:
@@ -726,6 +728,17 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         broker.quiet.summarise(everything=True)  # the refusals counted so far
         broker.audit.stopped()  # and the last signed head
         broker.close()
+
+
+def _watch_pending(broker: _Broker) -> Callable[[], None]:
+    """With telemetry on (``AGENTSUDO_OTEL=1``, ``enable_otel``): the store's waiting
+    approvals as the ``agentsudo.approvals.pending`` gauge. Returns what stops it."""
+    from ..audit.otel import otel_enabled, watch_pending
+    from ..state.approvals import pending
+
+    if not otel_enabled():
+        return lambda: None
+    return watch_pending(lambda: len(pending(broker.store)))
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -129,7 +129,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
             if plan is not None:
                 arguments = plan.arguments(args, kwargs)
                 enforce(active, plan.limits, scope, arguments, policy, name, args, kwargs)
-            if _sinks.file is not None or _log_enabled(_INFO):
+            if _sinks.active or _log_enabled(_INFO):
                 audit.record("allowed", active.agent, scope, name)
 
         def check(args: Any, kwargs: Any) -> None:
@@ -186,7 +186,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                 )
 
         def record(active: _Active) -> None:
-            if _sinks.file is not None or _log_enabled(_INFO):
+            if _sinks.active or _log_enabled(_INFO):
                 audit.record("allowed", active.agent, scope, name)
 
         if inspect.iscoroutinefunction(func):
@@ -236,7 +236,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                         after_evaluate(active, args, kwargs)
                 elif active.limits is not None:
                     limited(active, args, kwargs)
-                elif _sinks.file is not None or _log_enabled(_INFO):
+                elif _sinks.active or _log_enabled(_INFO):
                     audit.record("allowed", active.agent, scope, name)
                 return plain(*args, **kwargs)
 

@@ -24,6 +24,7 @@ or not, after the signature and claims and before the store.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -408,3 +409,37 @@ def decode_unverified(token: str) -> UnverifiedClaims:
     claims = decode_json_part(parts.payload, "payload")
     parts.signature_bytes()
     return UnverifiedClaims(MappingProxyType(header), MappingProxyType(claims))
+
+
+_UNTIMED = Verifier.verify
+_timing: Callable[[float, BaseException | None], None] | None = None
+
+
+def measure_verify(timing: Callable[[float, BaseException | None], None] | None) -> None:
+    """Tell ``timing`` each ``Verifier.verify``'s duration in seconds and its error (``None``:
+    measure nothing, at no cost). Telemetry (``audit.otel``) sets it; the core never imports it.
+    """
+    global _timing
+    _timing = timing
+    if timing is None:
+        setattr(Verifier, "verify", _UNTIMED)  # noqa: B010 (mypy: no assigning to a method)
+        return
+    perf_counter = time.perf_counter
+
+    @functools.wraps(_UNTIMED)
+    def verify(self: Verifier, token: str, *, audience: str | None = None) -> VerifiedClaims:
+        start = perf_counter()
+        try:
+            claims = _UNTIMED(self, token, audience=audience)
+        except BaseException as exc:
+            timing(perf_counter() - start, exc)
+            raise
+        timing(perf_counter() - start, None)
+        return claims
+
+    setattr(Verifier, "verify", verify)  # noqa: B010
+
+
+def verify_timing() -> Callable[[float, BaseException | None], None] | None:
+    """What ``measure_verify`` set, if anything."""
+    return _timing

@@ -259,3 +259,14 @@ def show(
         )
     if not as_json:
         click.echo(f"{shown} event(s)", err=True)
+
+
+def _evidence() -> None:
+    """``audit suggest`` and ``audit report`` (their module: ``evidence_cmd``)."""
+    from .evidence_cmd import report, suggest
+
+    audit.add_command(suggest)
+    audit.add_command(report)
+
+
+_evidence()

@@ -1,0 +1,169 @@
+"""Who did what: an audit trail summed up for a person (``report_html``) or a program (JSON).
+
+    trail = Trail(paths, since=since)
+    report = build_report(trail, since=since)     # reads the trail once
+    json.dumps(report.to_dict()); render_html(report)
+
+Per agent, calls by scope and outcome; the denials; the approvals and refusals
+with their approvers (the broker's ``elevation_answered`` events name them in
+``by``, a guard's ``approved`` event in its reason); each file's hash chain;
+decisions over time, for the chart; and every problem the trail had.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .trail import FileState, Trail, parse_time
+
+__all__ = ["OUTCOMES", "Report", "build_report"]
+
+OUTCOMES = ("allowed", "denied", "audit_violation", "approved", "refused")
+MAX_ROWS = 500  # denials and approvals listed, the latest; the counts are whole
+_APPROVER = re.compile(r"(?:approved|denied) by (.{1,200}) \((apr_[A-Za-z0-9_-]{1,64})\)$")
+
+
+@dataclass
+class Report:
+    """A summed-up audit trail."""
+
+    generated: str
+    since: str | None
+    files: list[FileState]
+    problems: list[str]
+    agents: dict[str, dict[str, dict[str, int]]]  # agent -> scope -> outcome -> calls
+    denials: list[dict[str, Any]]
+    denials_total: int
+    approvals: list[dict[str, Any]]
+    approvals_total: int
+    timeline: dict[int, Counter[str]] = field(default_factory=dict)  # minute -> outcome counts
+
+    @property
+    def ok(self) -> bool:
+        """True when the trail had no problem and every chain holds."""
+        return not self.problems and all(f.chain_ok for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (the chart as its buckets)."""
+        return {
+            "ok": self.ok,
+            "generated": self.generated,
+            "since": self.since,
+            "files": [f.to_dict() for f in self.files],
+            "problems": self.problems,
+            "agents": self.agents,
+            "denials": self.denials,
+            "denials_total": self.denials_total,
+            "approvals": self.approvals,
+            "approvals_total": self.approvals_total,
+            "timeline": [
+                {"start": _iso(start), "seconds": size, **counts}
+                for start, size, counts in buckets(self)
+            ],
+        }
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+_SIZES = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+
+
+def buckets(report: Report, most: int = 60) -> list[tuple[datetime.datetime, int, dict[str, int]]]:
+    """Decisions over time: at most ``most`` equal buckets from the first to the last event."""
+    if not report.timeline:
+        return []
+    first, last = min(report.timeline), max(report.timeline)
+    span = (last - first + 1) * 60
+    size = next((s for s in _SIZES if span / s <= most), _SIZES[-1])
+    start = first * 60 // size * size
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    for minute, seen in report.timeline.items():
+        counts[(minute * 60 - start) // size].update(seen)
+    total = (last * 60 - start) // size + 1
+    return [
+        (
+            datetime.datetime.fromtimestamp(start + i * size, datetime.UTC),
+            size,
+            {o: counts[i][o] for o in OUTCOMES},
+        )
+        for i in range(total)
+    ]
+
+
+def _approval(event: dict[str, Any]) -> dict[str, Any]:
+    """An approval or refusal row, from a guard's event or the broker's answer."""
+    outcome = event["outcome"]
+    if outcome == "elevation_answered":
+        approved = event.get("approved") is True
+        by, request = event.get("by"), event.get("request")
+    else:
+        approved = outcome == "approved"
+        match = _APPROVER.search(event.get("reason") or "")
+        by, request = (match.group(1), match.group(2)) if match else (None, None)
+    return {
+        "time": event["time"],
+        "agent": event.get("agent"),
+        "scope": event.get("scope"),
+        "function": event.get("function"),
+        "approved": approved,
+        "by": by if isinstance(by, str) else None,
+        "request": request if isinstance(request, str) else None,
+        "reason": event.get("reason"),
+        "source": "broker" if outcome == "elevation_answered" else "guard",
+    }
+
+
+def _latest(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    rows.append(row)
+    if len(rows) > 2 * MAX_ROWS:  # keep memory bounded: the latest MAX_ROWS by time
+        rows.sort(key=lambda r: r["time"])
+        del rows[:-MAX_ROWS]
+
+
+def build_report(trail: Trail, *, since: str | None = None, now: str | None = None) -> Report:
+    """Read ``trail`` once and sum it up."""
+    agents: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+    denials: list[dict[str, Any]] = []
+    approvals: list[dict[str, Any]] = []
+    timeline: dict[int, Counter[str]] = defaultdict(Counter)
+    denied_total = approvals_total = 0
+    for event in trail.events():
+        outcome = event["outcome"]
+        if outcome in ("approved", "refused", "elevation_answered"):
+            approvals_total += 1
+            _latest(approvals, _approval(event))
+        if outcome not in OUTCOMES:
+            continue
+        agent = event.get("agent") or "(no agent)"
+        agents[agent][event.get("scope") or "-"][outcome] += 1
+        moment = parse_time(event["time"])
+        if moment is not None:
+            timeline[int(moment.timestamp()) // 60][outcome] += 1
+        if outcome == "denied":
+            denied_total += 1
+            row = {k: event.get(k) for k in ("time", "agent", "scope", "function", "reason")}
+            _latest(denials, row)
+    denials.sort(key=lambda r: r["time"])
+    approvals.sort(key=lambda r: r["time"])
+    generated = now or _iso(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
+    return Report(
+        generated=generated,
+        since=since,
+        files=trail.files,
+        problems=trail.problems,
+        agents={
+            agent: {scope: dict(counts) for scope, counts in sorted(scopes.items())}
+            for agent, scopes in sorted(agents.items())
+        },
+        denials=denials[-MAX_ROWS:],
+        denials_total=denied_total,
+        approvals=approvals[-MAX_ROWS:],
+        approvals_total=approvals_total,
+        timeline=dict(timeline),
+    )
