@@ -243,6 +243,7 @@ class Policy(Granting[AgentPolicy]):
     default_ttl: int = DEFAULT_TTL
     warnings: tuple[str, ...] = ()
     notify: str | None = field(default=None, repr=False)  # a webhook for elevation requests
+    forwarders: tuple[Principal, ...] = ()  # who may forward decisions to the console's feed
     _grantable: Mapping[str, frozenset[tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )

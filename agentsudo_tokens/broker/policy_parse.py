@@ -171,4 +171,5 @@ def parse_policy(
         default_ttl=parsed.broker.default_ttl,
         warnings=tuple(warnings),
         notify=parsed.broker.notify,
+        forwarders=parsed.broker.forwarders,
     )
