@@ -62,6 +62,7 @@ class ConsoleBroker:
     """``agentsudo serve`` on a socket and on 127.0.0.1, its stderr read in a thread."""
 
     def __init__(self, root: Path, policy: str = POLICY) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         assert sh("keys", "init", "--keys-dir", str(root / "keys"), cwd=root).returncode == 0
         self.root, self.keys = root, root / "keys"
         self.policy = root / "agentsudo.toml"

@@ -270,7 +270,7 @@ def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int) ->
         else Markup("")
     )
     return fill(
-        """<p class="muted" id="feed-status">loading...</p>{note}<div class="scroll">
+        """<p class="muted" id="feed-status">new decisions appear here each second</p>{note}<div class="scroll">
 <table id="feed" data-after="{latest}"><thead><tr>{heads}</tr></thead>
 <tbody>{rows}</tbody></table></div>""",
         note=note,
