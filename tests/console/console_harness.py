@@ -82,6 +82,7 @@ class ConsoleBroker:
                 raise AssertionError(f"the broker did not start: {line}")
             addresses.append(line.rsplit(" ", 1)[1].strip())
         self.lines: list[str] = []
+        self.clients: list[httpx.Client] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.address = next(a for a in addresses if a.startswith("unix://"))
@@ -118,8 +119,11 @@ class ConsoleBroker:
         return done.stdout.strip()
 
     def browser(self) -> httpx.Client:
-        """An HTTP client on the console's listener that keeps cookies, follows nothing."""
-        return httpx.Client(base_url=self.tcp, follow_redirects=False, timeout=30)
+        """An HTTP client on the console's listener that keeps cookies, follows nothing
+        (closed when the broker stops)."""
+        client = httpx.Client(base_url=self.tcp, follow_redirects=False, timeout=30)
+        self.clients.append(client)
+        return client
 
     def logged_in(self) -> httpx.Client:
         web = self.browser()
@@ -157,6 +161,8 @@ class ConsoleBroker:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
