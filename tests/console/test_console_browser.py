@@ -173,11 +173,13 @@ class _Attacker(http.server.BaseHTTPRequestHandler):
 def test_forged_posts_are_refused_and_change_nothing(
     broker: ConsoleBroker, browser: webdriver.Chrome, shots: Path
 ) -> None:
-    agent = broker.agent(broker.token(), customer="c-7")
+    agent = broker.agent(broker.token(), customer="c-7", note="customer asked to be forgotten")
     try:
         shown = broker.waiting()
         browser.get(broker.link())
         assert heading(browser) == "Approvals"
+        browser.set_window_size(900, 820)  # the README's picture (docs/console.png)
+        browser.save_screenshot(str(shots / "approvals-small.png"))
         target = f"{broker.tcp}/console/approvals/{shown['id']}/approve"
         # from the console's own page, with the session's cookie, but without the CSRF token
         browser.execute_script(

@@ -8,6 +8,7 @@ are real processes; the browser is an HTTP client holding cookies.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -347,3 +348,25 @@ def test_a_store_error_is_a_page_not_a_traceback(broker: ConsoleBroker) -> None:
     assert answer.status_code == 404 and "Traceback" not in answer.text
     with pytest.raises(AgentSudoError):
         broker.admin.request("POST", "/v1/console/events", {"events": "x"})
+
+
+def test_an_admin_on_the_socket_gets_a_link_to_the_tcp_listener(tmp_path: Path) -> None:
+    policy = f"""
+[broker]
+admins = ["uid:{os.getuid()}"]
+
+[agents.SupportBot]
+scopes = ["read:orders"]
+callers = ["uid:{os.getuid()}"]
+"""
+    broker = ConsoleBroker(tmp_path, policy)
+    try:
+        done = broker.console(env={"AGENTSUDO_BROKER": broker.address})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(broker.tcp + "/console/login?t=")
+        web = broker.browser()
+        assert web.get(done.stdout.strip()).status_code == 303
+        page = web.get("/console/agents")
+        assert page.status_code == 200 and f"uid:{os.getuid()}" in page.text
+    finally:
+        broker.stop()

@@ -76,7 +76,8 @@ def chain_line(report: AuditReport | str, checked_at: float) -> Markup:
         else Markup("no signed head yet")
     )
     return fill(
-        '<span class="ok">verified</span>: {events} events, {signed}, {unsigned} lines after it{when}',
+        '<span class="ok">verified</span>: {events} events, {signed}, '
+        "{unsigned} lines after it{when}",
         events=report.events,
         signed=signed,
         unsigned=report.unsigned,
@@ -270,8 +271,8 @@ def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int) ->
         else Markup("")
     )
     return fill(
-        """<p class="muted" id="feed-status">new decisions appear here each second</p>{note}<div class="scroll">
-<table id="feed" data-after="{latest}"><thead><tr>{heads}</tr></thead>
+        """<p class="muted" id="feed-status">new decisions appear here each second</p>{note}
+<div class="scroll"><table id="feed" data-after="{latest}"><thead><tr>{heads}</tr></thead>
 <tbody>{rows}</tbody></table></div>""",
         note=note,
         latest=latest,
