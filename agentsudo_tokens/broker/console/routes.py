@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from ...state.approvals import lookup, pending
 from ..audit_verify import AuditReport
-from . import actions, pages
+from . import actions, pages, pages_agents
 from ._broker import ConsoleBroker
 from .auth import LoginRefused, end_session, redeem_link
 from .guard import COOKIE, Refused, address_of, checked_form, logged_in
@@ -110,7 +110,7 @@ async def _agents(request: Request, broker: ConsoleBroker) -> Response:
     policy = broker.policy
     names = sorted(set(getattr(policy, "agents", {})) | set(live))
     switches = await asyncio.to_thread(kill_switches, broker.store, names)
-    body = pages.agents_body(policy, live, switches, done_of(request))
+    body = pages_agents.agents_body(policy, live, switches, done_of(request))
     return html("Agents", body, session)
 
 
