@@ -62,6 +62,7 @@ from .binding import requested_binding, require_possession
 from .bodies import json_body as _json_body
 from .bodies import model_of as _model
 from .budget_api import BUDGETS_PATH, SPEND_PATH, balances_endpoint, spend_endpoint
+from .console import ConsoleState, console_routes, record_minted
 from .devmode import DevPolicy
 from .exchange import EXCHANGE_PATH, exchange_endpoint
 from .notify import Notifier
@@ -132,6 +133,7 @@ class _Broker:
             min(MAX_RATE, config.issue_rate * 20), min(MAX_BURST, config.issue_burst * 4)
         )
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
+        self.console = ConsoleState(audit_log)  # the web console's feed and chain state
 
     def _credential_verifier(self) -> Verifier:
         """Broker credentials: our own tokens, revocable like any (checked against our store)."""
@@ -436,6 +438,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         from ..state.onetime import mark_one_time
 
         await asyncio.to_thread(mark_one_time, broker.store, minted.claims)
+    await asyncio.to_thread(record_minted, broker.store, minted.claims)  # the console's list
     _log.info("issued %s to %s: jti %s", grant.agent, _describe(caller), minted.claims["jti"])
     broker.audit.issued(caller, grant, minted.claims, once=asked.once)  # before it is handed out
     body = {
@@ -694,6 +697,38 @@ async def _budgets(request: Request, broker: _Broker) -> Response:
     return await balances_endpoint(request, broker, admin=_admin)
 
 
+async def _console_link(request: Request, broker: _Broker) -> Response:
+    """A one-time login link to the console, for an admin (``agentsudo console``)."""
+    from .console import new_link
+
+    caller = _admin(request, broker)
+    value, expires = await asyncio.to_thread(new_link, broker.store, caller)
+    broker.audit.record("console_link", caller=principal(caller), expires_at=int(expires))
+    path = f"/console/login?t={value}"
+    base = broker.console.base_url
+    body = {"path": path, "url": base + path if base else None, "expires_at": int(expires)}
+    return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
+
+
+async def _console_events(request: Request, broker: _Broker) -> Response:
+    """Decisions a service forwards to the console's feed (an admin, or a policy forwarder)."""
+    from .console import ForwardedBatch
+
+    caller = caller_of(request, broker)
+    policy = broker.policy
+    forwarders = policy.forwarders if isinstance(policy, Policy) else ()
+    who = str(principal(caller))
+    if not (policy.is_admin(caller) or any(p.matches(caller) for p in forwarders)):
+        _limit(broker, "admin", who, caller=who)
+        reason = f"{_describe(caller)} may not forward events (not an admin or a forwarder)"
+        broker.audit.refused(caller, f"{request.method} {request.url.path}", reason)
+        raise Problem(403, "forbidden", reason)
+    _limit(broker, "forward", who, caller=who)
+    batch = _model(ForwardedBatch, await _json_body(request, broker))
+    taken = broker.console.feed.forward(batch.events, source=who)
+    return JSONResponse({"accepted": taken}, status_code=202)
+
+
 async def _check_audit_until_done(broker: _Broker, every: float = 5.0) -> None:
     """The start's check of the audit against its kept head, again until the store answers."""
     while True:
@@ -773,6 +808,9 @@ def create_app(config: BrokerConfig) -> Starlette:
         Route(SPEND_PATH, _endpoint(spend_endpoint), methods=["POST"]),  # budgets, debited here
         Route(BUDGETS_PATH, _endpoint(_budgets), methods=["GET"]),
         Route(SLACK_PATH, _endpoint(interactions_endpoint), methods=["POST"]),  # Slack's clicks
+        Route("/v1/console/links", _endpoint(_console_link), methods=["POST"]),
+        Route("/v1/console/events", _endpoint(_console_events), methods=["POST"]),
+        *console_routes(),  # the web console's pages (broker.console)
     ]
     app = Starlette(
         routes=routes,

@@ -247,6 +247,7 @@ class Policy(Granting[AgentPolicy]):
     warnings: tuple[str, ...] = ()
     notify: str | None = field(default=None, repr=False)  # a webhook for elevation requests
     slack: SlackConfig | None = field(default=None, repr=False)  # [slack]: broker.slack_config
+    forwarders: tuple[Principal, ...] = ()  # who may forward decisions to the console's feed
     _grantable: Mapping[str, frozenset[tuple[str, ...]]] = field(
         init=False, repr=False, compare=False
     )

@@ -183,4 +183,5 @@ def parse_policy(
         warnings=tuple(warnings),
         notify=parsed.broker.notify,
         slack=slack,
+        forwarders=parsed.broker.forwarders,
     )

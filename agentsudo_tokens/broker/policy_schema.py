@@ -117,6 +117,12 @@ class BrokerSection(_Model):
     admins: tuple[Principal, ...]
     default_ttl: int = DEFAULT_TTL
     notify: str | None = None
+    forwarders: tuple[Principal, ...] = ()  # who may forward decisions to the console's feed
+
+    @field_validator("forwarders", mode="before")
+    @classmethod
+    def _forwarders(cls, value: object) -> tuple[Principal, ...]:
+        return _principals(value, "forwarders")
 
     @field_validator("notify", mode="before")
     @classmethod

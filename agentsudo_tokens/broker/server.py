@@ -146,6 +146,7 @@ def serve(
             host, port = tcp.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             addresses.append(f"http://{shown}:{port}")
+            app.state.broker.console.base_url = addresses[-1]  # the console's login links
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

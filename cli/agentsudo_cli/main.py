@@ -30,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "approve": ("approvals_cmd", "approve", "Approve a waiting call: it proceeds, once."),
     "audit": ("audit_cmd", "audit", "Verify or show the hash-chained audit file."),
     "budget": ("budget_cmd", "budget", "Show what each budget of a token has left."),
+    "console": ("console_cmd", "console", "Print a one-time login link to the web console."),
     "deny": ("approvals_cmd", "deny", "Deny a waiting call: it raises PermissionDeniedError."),
     "inspect": ("inspect_cmd", "inspect_token", "Decode a token WITHOUT verifying it."),
     "issue": ("issue_cmd", "issue", "Mint a short-lived token for an agent and print it."),
