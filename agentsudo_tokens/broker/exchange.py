@@ -95,6 +95,7 @@ from ..tokens.scopes import ScopeSet
 from ..tokens.verifier import Verifier, decode_unverified
 from . import exchange_carving as carving
 from .audit import clipped
+from .console.minted import record_minted
 from .devmode import DevPolicy
 from .exchange_request import ExchangeError, ExchangeRequest, parse_exchange_form
 from .peer import _peer_key, peer_of
@@ -272,6 +273,7 @@ def _mint(broker: Any, asked: ExchangeRequest, parent: VerifiedClaims) -> _Minte
         limits=narrowed.limits,
     )
     carved = ledger.carve(narrowed.carves)  # only now: a token that failed to mint costs nothing
+    record_minted(broker.store, minted.claims)  # the console's live tokens: delegated ones too
     return _Minted(minted.token, dict(minted.claims), narrowed.chain, narrowed.ttl, carved)
 
 

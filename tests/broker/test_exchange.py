@@ -406,3 +406,25 @@ def test_names_kept_in_two_places_agree() -> None:
 
     assert exchange._BROKER_AUDIENCE == app.BROKER_AUDIENCE
     assert f'"{exchange.EXCHANGE_PATH}"' in inspect.getsource(BrokerClient.exchange)
+
+
+def test_an_exchanged_token_is_listed_among_the_live_tokens(broker: Broker) -> None:
+    from agentsudo_tokens.broker.console.minted import live_tokens
+    from agentsudo_tokens.state import open_store
+
+    parent = _root(broker)
+    status, _, body = _post(
+        broker,
+        {
+            "grant_type": GRANT_TYPE,
+            "subject_token": parent,
+            "subject_token_type": ACCESS,
+            "scope": "read:orders",
+            "actor": "Summarizer",
+        },
+    )
+    assert status == 200, body
+    child = _verifier(broker).verify(body["access_token"])
+    store = open_store(f"sqlite:///{broker.root / 'keys' / 'agentsudo-state.db'}")
+    listed = {token.jti for tokens in live_tokens(store).values() for token in tokens}
+    assert {child.jti, _verifier(broker).verify(parent).jti} <= listed
