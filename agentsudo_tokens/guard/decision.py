@@ -58,7 +58,8 @@ class _Denial:
 
 
 def evaluate(scope: str, function: str) -> _Denial | None:
-    """``None`` when the acting agent holds ``scope`` (recorded as allowed); else the denial."""
+    """``None`` when the acting agent holds ``scope`` (recorded as allowed, unless its token
+    has limits on ``scope``: the guard records it once they pass); else the denial."""
     active = _active_session()
     if active is None:
         return _Denial(
@@ -97,7 +98,9 @@ def evaluate(scope: str, function: str) -> _Denial | None:
         )
         return _Denial(active, error, False)
     if active.scopes.allows(scope):
-        audit.record("allowed", active.agent, scope, function)
+        limits = active.limits
+        if limits is None or not limits.for_scope(scope):  # else: once its limits pass
+            audit.record("allowed", active.agent, scope, function)
         return None
     error = PermissionDeniedError(
         f"agent {name!r} lacks scope {scope!r} for {function}",

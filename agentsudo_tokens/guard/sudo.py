@@ -144,21 +144,24 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
 
         def slow(active: _Active | None, args: Any, kwargs: Any) -> None:
             """Not on the fast path: ``evaluate`` decides, then the limits of the agent acting."""
-            denial = evaluate(scope, name)  # records an allowed call itself
+            denial = evaluate(scope, name)  # records an allowed call itself (no limits)
             if denial is not None:
                 policy.decide(denial, name, args, kwargs)
-            after_evaluate(active, args, kwargs)
+            after_evaluate(active, args, kwargs, denial is None)
 
-        def after_evaluate(active: _Active | None, args: Any, kwargs: Any) -> None:
-            """The limits of the agent acting, once ``evaluate`` (or ``on_deny``) let it act."""
+        def after_evaluate(active: _Active | None, args: Any, kwargs: Any, allowed: bool) -> None:
+            """The limits of the agent acting, once ``evaluate`` (or ``on_deny``) let it act;
+            a call its scope allowed is recorded as allowed only once they pass."""
             if active is None:  # the ambient agent, if any
                 active = _active_session()
             if active is None or active.limits is None:
                 return
             plan = over_limits(active, args, kwargs)
-            if plan is not None and active is not None:
+            if plan is not None:
                 arguments = plan.arguments(args, kwargs)
                 enforce(active, plan.limits, scope, arguments, policy, name, args, kwargs)
+            if allowed and active.limits.for_scope(scope):
+                record(active)
 
         async def check_async(args: Any, kwargs: Any) -> None:
             active = get()
@@ -171,7 +174,7 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                     )
                 record(active)
                 return
-            denial = evaluate(scope, name)
+            denial = evaluate(scope, name)  # records an allowed call itself (no limits)
             if denial is not None:
                 await policy.decide_async(denial, name, args, kwargs)
             if active is None:  # the ambient agent, if any
@@ -179,11 +182,13 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
             if active is None or active.limits is None:
                 return
             plan = over_limits(active, args, kwargs)
-            if plan is not None and active is not None:
+            if plan is not None:
                 arguments = plan.arguments(args, kwargs)
                 await enforce_async(
                     active, plan.limits, scope, arguments, policy, name, args, kwargs
                 )
+            if denial is None and active.limits.for_scope(scope):
+                record(active)
 
         def record(active: _Active) -> None:
             if _sinks.active or _log_enabled(_INFO):
@@ -229,11 +234,11 @@ def sudo(scope: str, *, on_deny: OnDeny = "raise") -> Callable[[Callable[P, R]],
                     or not active.trusted
                     or clock() >= active.deadline
                 ):
-                    denial = evaluate(scope, name)  # records an allowed call itself
+                    denial = evaluate(scope, name)  # records an allowed call itself (no limits)
                     if denial is not None:
                         policy.decide(denial, name, args, kwargs)
                     if active is None or active.limits is not None:
-                        after_evaluate(active, args, kwargs)
+                        after_evaluate(active, args, kwargs, denial is None)
                 elif active.limits is not None:
                     limited(active, args, kwargs)
                 elif _sinks.active or _log_enabled(_INFO):
@@ -265,3 +270,5 @@ def check_scope(scope: str, *, what: str, arguments: Mapping[str, Any] | None = 
     if active is not None and active.limits is not None and active.limits.for_scope(scope):
         given = dict(arguments or {})
         enforce(active, active.limits, scope, given, policy, what, (), given)
+        if denial is None:  # evaluate left it to the limits: they passed
+            audit.record("allowed", active.agent, scope, what)

@@ -372,3 +372,28 @@ def test_logging_an_allowed_limited_call(
             process_refund("o", 1)
     outcomes = [r.agentsudo["outcome"] for r in caplog.records if hasattr(r, "agentsudo")]
     assert outcomes.count("allowed") == 1
+
+
+@pytest.mark.parametrize("scopes", [["write:*"], ["write:refunds"]])
+def test_a_call_refused_by_a_limit_is_never_recorded_as_allowed(
+    issuer: Issuer, verifier: Verifier, caplog: pytest.LogCaptureFixture, scopes: list[str]
+) -> None:
+    """The slow path (a wildcard grant) and the fast path alike: 'allowed' only once the
+    limits pass, so audit suggest and report never count a refused call as used."""
+    from agentsudo_tokens import check_scope
+
+    with caplog.at_level(logging.INFO, logger="agentsudo"):
+        with agent_with(issuer, verifier, REFUNDS, scopes=scopes).start_session():
+            for _ in range(2):
+                with pytest.raises(PermissionDeniedError):
+                    process_refund("o", 5000)
+            with pytest.raises(PermissionDeniedError):
+                check_scope("write:refunds", what="refund", arguments={"amount": 5000})
+            process_refund("o", 1)
+            check_scope(
+                "write:refunds",
+                what="refund",
+                arguments={"amount": 1, "currency": "USD", "order_id": "o"},
+            )
+    outcomes = [r.agentsudo["outcome"] for r in caplog.records if hasattr(r, "agentsudo")]
+    assert outcomes == ["denied", "denied", "denied", "allowed", "allowed"]
