@@ -40,6 +40,8 @@ DENY = "agentsudo_deny"
 MAX_VALUE = 600  # characters of one argument's JSON shown; more is cut, saying so
 MAX_ARGUMENTS_TEXT = 2800  # characters of arguments in all (a section holds 3000)
 MAX_REASON = 1000
+MAX_NAME = 200  # characters of an argument's name shown
+MAX_FUNCTION = 1800  # a field's text holds 2000
 
 
 def mrkdwn_escape(text: str) -> str:
@@ -56,10 +58,17 @@ def code(json_text: str) -> str:
     return mrkdwn_escape(json_text.replace("`", "\\u0060"))
 
 
-def _cut(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters not shown)"
+def escaped_cut(json_text: str, limit: int) -> str:
+    """``code(json_text)`` cut to ``limit`` characters AFTER escaping (``&amp;`` and
+    ``\\u00e9`` are longer than what they stand for), never inside an entity."""
+    escaped = code(json_text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[:limit]
+    amp = cut.rfind("&")
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return f"{cut}… ({len(escaped) - len(cut)} more characters not shown)"
 
 
 def _arguments(request: ApprovalRequest) -> str:
@@ -67,7 +76,7 @@ def _arguments(request: ApprovalRequest) -> str:
     used, shown = 0, 0
     arguments = request.arguments
     for name, value in arguments.items():
-        line = f"{code(_json(name))}: {code(_cut(value, MAX_VALUE))}"
+        line = f"{escaped_cut(_json(name), MAX_NAME)}: {escaped_cut(value, MAX_VALUE)}"
         if used + len(line) > MAX_ARGUMENTS_TEXT and lines:
             break
         lines.append(line)
@@ -77,7 +86,7 @@ def _arguments(request: ApprovalRequest) -> str:
     notes = []
     if shown < len(arguments):
         notes.append(f"{len(arguments) - shown} more arguments not shown")
-    if any(len(value) > MAX_VALUE for value in arguments.values()):
+    if any(len(code(value)) > MAX_VALUE for value in arguments.values()):
         notes.append("some values cut")
     body = f"*Arguments*\n```{text}```"
     if notes:
@@ -96,12 +105,12 @@ def request_message(request: ApprovalRequest, *, now: float | None = None) -> di
         ("Agent", code(_json(request.agent))),
         ("Chain", code(_json(chain))),
         ("Scope", code(_json(request.scope))),
-        ("Function", code(_json(_cut(request.function, MAX_VALUE)))),
+        ("Function", escaped_cut(_json(request.function), MAX_FUNCTION)),
     ]
     section_fields = [
         {"type": "mrkdwn", "text": f"*{title}*\n`{value}`"} for title, value in fields
     ]
-    reason = code(_json(_cut(request.reason or "", MAX_REASON)))
+    reason = escaped_cut(_json(request.reason or ""), MAX_REASON)
     fallback = mrkdwn_escape(
         f"agentsudo: agent {request.agent!r} asks for {request.scope!r} (request {request.id})"
     )

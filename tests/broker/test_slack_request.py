@@ -154,3 +154,41 @@ def test_the_answered_message_replaces_the_original() -> None:
     body = answered_message(request_of({}), approved=True, name="<!here>")
     assert body["replace_original"] is True
     assert body["text"].startswith("Approved by &lt;!here&gt;: delete:customer")
+
+
+def _texts(message: dict[str, object]) -> list[tuple[str, str]]:
+    """Every mrkdwn text of a message: (kind, text), kind "section" or "field"."""
+    found = []
+    for block in message["blocks"]:  # type: ignore[attr-defined]
+        if block.get("type") != "section":
+            continue
+        if "text" in block:
+            found.append(("section", block["text"]["text"]))
+        found += [("field", field["text"]) for field in block.get("fields", [])]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("arguments", "function", "reason"),
+    [
+        ({"a": "&" * 600}, "f", "r"),
+        ({"x" * 5000: 1}, "f", "r"),
+        ({"a": "é" * 600}, "f", "r"),
+        ({}, "<" * 512, "r"),
+        ({}, "f", "&" * 1000),
+        ({}, "f", "é" * 1000),
+    ],
+)
+def test_escaping_never_takes_a_block_past_slacks_limits(
+    arguments: dict[str, object], function: str, reason: str
+) -> None:
+    """Cut after escaping: &amp; and \\u00e9 are longer than what they stand for."""
+    request = request_of(arguments)
+    request = ApprovalRequest(
+        request.id, request.agent, request.jti, request.scope, function,
+        request.arguments_json, request.arguments_sha256, reason,
+        request.created_at, request.expires_at, request.binding, request.chain,
+    )  # fmt: skip
+    for kind, text in _texts(request_message(request)):
+        assert len(text) <= (3000 if kind == "section" else 2000), (kind, len(text))
+        assert "&am…" not in text and "&l…" not in text  # never cut inside an entity
