@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,20 +73,41 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 _SIZES = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+_EARLIEST = int(datetime.datetime(1, 1, 1, tzinfo=datetime.UTC).timestamp())
+
+
+def _sizes(span: int, most: int) -> Iterator[int]:
+    """Bucket widths to try, in seconds: the round ones, then whole days enough for ``span``."""
+    yield from _SIZES
+    days = max(31, -(-span // (most * 86400)))
+    while True:
+        yield days * 86400
+        days += 1
+
+
+def _grid(first: int, last: int, most: int) -> tuple[int, int, int]:
+    """Bucket width, first bucket's start and count (seconds) for events from ``first`` to
+    ``last``: the narrowest width that needs at most ``most`` buckets."""
+    for size in _sizes(last - first + 60, most):
+        start = first // size * size
+        if start < _EARLIEST:  # a round start before year 1 is no time: start at the first
+            start = first
+        total = (last - start) // size + 1
+        if total <= most:
+            return size, start, total
+    raise AssertionError("unreachable: widths grow without end")
 
 
 def buckets(report: Report, most: int = 60) -> list[tuple[datetime.datetime, int, dict[str, int]]]:
-    """Decisions over time: at most ``most`` equal buckets from the first to the last event."""
+    """Decisions over time: at most ``most`` equal buckets from the first to the last event,
+    wider as the span grows (whole days past 30 days)."""
     if not report.timeline:
         return []
-    first, last = min(report.timeline), max(report.timeline)
-    span = (last - first + 1) * 60
-    size = next((s for s in _SIZES if span / s <= most), _SIZES[-1])
-    start = first * 60 // size * size
+    most = max(most, 1)
+    size, start, total = _grid(min(report.timeline) * 60, max(report.timeline) * 60, most)
     counts: dict[int, Counter[str]] = defaultdict(Counter)
     for minute, seen in report.timeline.items():
         counts[(minute * 60 - start) // size].update(seen)
-    total = (last * 60 - start) // size + 1
     return [
         (
             datetime.datetime.fromtimestamp(start + i * size, datetime.UTC),

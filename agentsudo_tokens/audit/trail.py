@@ -33,16 +33,17 @@ _TEXT_FIELDS = ("agent", "scope", "function", "reason", "by", "jti")
 
 
 def parse_time(text: object) -> datetime.datetime | None:
-    """An event's ``time`` (ISO 8601, UTC) as an aware datetime; None if it is not one."""
+    """An event's ``time`` (ISO 8601 with an offset) as an aware UTC datetime; None if it is
+    not one, or if in UTC it falls outside years 1 to 9999 (``0001-01-01T00:00+01:00``)."""
     if not isinstance(text, str) or len(text) > 40:
         return None
     try:
         moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return moment.astimezone(datetime.UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(datetime.UTC)
 
 
 @dataclass
@@ -71,8 +72,10 @@ class FileState:
 
 def _checked(fields: dict[str, Any]) -> str | None:
     """Why an object is not a usable event, or None."""
-    if not isinstance(fields.get("outcome"), str) or parse_time(fields.get("time")) is None:
+    if not isinstance(fields.get("outcome"), str) or not isinstance(fields.get("time"), str):
         return "not an audit event (no outcome or time)"
+    if parse_time(fields["time"]) is None:
+        return "not an audit event (time is not an ISO 8601 time with an offset, years 1-9999)"
     for name in _TEXT_FIELDS:
         value = fields.get(name)
         if value is not None and not isinstance(value, str):
