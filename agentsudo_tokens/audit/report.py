@@ -6,7 +6,8 @@
 
 Per agent, calls by scope and outcome; the denials; the approvals and refusals
 with their approvers (the broker's ``elevation_answered`` events name them in
-``by``, a guard's ``approved`` event in its reason); each file's hash chain;
+``by``, a guard's ``approved`` event in its reason; both for one request are one
+row); each file's hash chain;
 decisions over time, for the chart; and every problem the trail had.
 """
 
@@ -141,25 +142,61 @@ def _approval(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _latest(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+def _latest(rows: list[dict[str, Any]], row: dict[str, Any]) -> bool:
+    """Add ``row``; True when older rows were let go to keep memory bounded."""
     rows.append(row)
     if len(rows) > 2 * MAX_ROWS:  # keep memory bounded: the latest MAX_ROWS by time
         rows.sort(key=lambda r: r["time"])
         del rows[:-MAX_ROWS]
+        return True
+    return False
+
+
+@dataclass
+class _Approvals:
+    """Approval rows, one per request: the guard's ``approved`` and the broker's
+    ``elevation_answered`` for one ``apr_`` id are one approval, shown once."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    answers: dict[str, bool] = field(default_factory=dict)  # every request seen -> approved
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # request -> its row in rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        request = row["request"]
+        if request is not None and self.answers.get(request) is row["approved"]:
+            known = self.kept.get(request)
+            if known is not None:  # else it was let go as old: counted already
+                _merge(known, row)
+            return
+        self.total += 1  # a new request, or one whose two words disagree: both shown
+        if request is not None:
+            self.answers.setdefault(request, row["approved"])
+            self.kept.setdefault(request, row)
+        if _latest(self.rows, row):
+            self.kept = {r["request"]: r for r in self.rows if r["request"] is not None}
+
+
+def _merge(known: dict[str, Any], row: dict[str, Any]) -> None:
+    """Fold ``row`` into ``known`` (same request, same answer): the broker's word on who
+    answered and when comes first; what one side left out the other fills in."""
+    first, second = (row, known) if row["source"] == "broker" else (known, row)
+    merged = {k: first[k] if first[k] is not None else second[k] for k in known}
+    merged["source"] = "+".join(sorted({*known["source"].split("+"), row["source"]}))
+    known.update(merged)
 
 
 def build_report(trail: Trail, *, since: str | None = None, now: str | None = None) -> Report:
     """Read ``trail`` once and sum it up."""
     agents: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     denials: list[dict[str, Any]] = []
-    approvals: list[dict[str, Any]] = []
+    approvals = _Approvals()
     timeline: dict[int, Counter[str]] = defaultdict(Counter)
-    denied_total = approvals_total = 0
+    denied_total = 0
     for event in trail.events():
         outcome = event["outcome"]
         if outcome in ("approved", "refused", "elevation_answered"):
-            approvals_total += 1
-            _latest(approvals, _approval(event))
+            approvals.add(_approval(event))
         if outcome not in OUTCOMES:
             continue
         agent = event.get("agent") or "(no agent)"
@@ -172,7 +209,7 @@ def build_report(trail: Trail, *, since: str | None = None, now: str | None = No
             row = {k: event.get(k) for k in ("time", "agent", "scope", "function", "reason")}
             _latest(denials, row)
     denials.sort(key=lambda r: r["time"])
-    approvals.sort(key=lambda r: r["time"])
+    approvals.rows.sort(key=lambda r: r["time"])
     generated = now or _iso(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
     return Report(
         generated=generated,
@@ -185,7 +222,7 @@ def build_report(trail: Trail, *, since: str | None = None, now: str | None = No
         },
         denials=denials[-MAX_ROWS:],
         denials_total=denied_total,
-        approvals=approvals[-MAX_ROWS:],
-        approvals_total=approvals_total,
+        approvals=approvals.rows[-MAX_ROWS:],
+        approvals_total=approvals.total,
         timeline=dict(timeline),
     )

@@ -1,5 +1,5 @@
 """``audit report`` / ``suggest`` / ``policy unused`` at the edges: times at the ends of the
-calendar and spans of millennia."""
+calendar, spans of millennia, and one approval written by both the guard and the broker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from installed_cli import sh
 
 from agentsudo_cli.main import cli
+from agentsudo_tokens import Issuer, KeyDirectory, Verifier
 from agentsudo_tokens.audit.file import AuditFile
 from agentsudo_tokens.audit.report import buckets, build_report
 from agentsudo_tokens.audit.report_html import render_html
@@ -142,3 +143,94 @@ def test_every_event_falls_in_one_of_at_most_60_buckets_whatever_the_span(
                 for start, size, _ in data
             ), (case, moment)
         assert sum(sum(c.values()) for _, _, c in data) == len(times)
+
+
+def _answered_by_broker(
+    tmp_path: Path, key_dir: KeyDirectory, issuer: Issuer, verifier: Verifier
+) -> tuple[Path, str]:
+    """The broker's audit of one elevation request, approved by alice; and its id."""
+    from agentsudo_tokens.broker.audit import BrokerAudit
+    from agentsudo_tokens.broker.elevation import file_elevation
+    from agentsudo_tokens.broker.policy import Caller
+    from agentsudo_tokens.state import open_store
+
+    path = tmp_path / "broker-audit.jsonl"
+    audit = BrokerAudit(path, key_dir.signing_key(), issuer="agentsudo")
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    claims = verifier.verify(issuer.issue("SupportBot", ["read:orders"]).token)
+    filed = file_elevation(
+        store,
+        claims,
+        scope="write:refunds",
+        function="refund",
+        arguments='{"amount":5}',
+        reason=None,
+        timeout=None,
+        may_ask=True,
+    )
+    audit.requested(filed)
+    audit.answered(
+        Caller(uid=0, gids=frozenset(), credential=None),
+        filed,
+        approved=True,
+        by="alice",
+        reason=None,
+    )
+    audit.close()
+    store.close()
+    return path, filed.id
+
+
+def test_one_approval_in_the_guards_file_and_the_brokers_is_one_row(
+    tmp_path: Path, key_dir: KeyDirectory, issuer: Issuer, verifier: Verifier
+) -> None:
+    broker, request = _answered_by_broker(tmp_path, key_dir, issuer, verifier)
+    guard = tmp_path / "agent-audit.jsonl"
+    writer = AuditFile(guard)
+    now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    base = {"agent": "SupportBot", "scope": "write:refunds", "function": "refund"}
+    writer.append(
+        base | {"time": now, "outcome": "approved", "reason": f"approved by alice ({request})"}
+    )
+    writer.append(  # another request, the guard's word only: a row of its own
+        base | {"time": now, "outcome": "approved", "reason": "approved by bob (apr_Other1)"}
+    )
+    writer.close()
+    for files in ((guard, broker), (broker, guard)):
+        done = _run("audit", "report", "--format", "json", *map(str, files))
+        assert done.exit_code == 0, done.output
+        report = json.loads(done.stdout)
+        assert report["approvals_total"] == 2
+        rows = {row["request"]: row for row in report["approvals"]}
+        assert len(report["approvals"]) == 2
+        assert (rows[request]["source"], rows[request]["by"], rows[request]["approved"]) == (
+            "broker+guard",
+            "alice",
+            True,
+        )
+        assert rows[request]["agent"] == "SupportBot"
+        assert rows["apr_Other1"]["source"] == "guard"
+
+
+def test_a_guard_and_broker_that_disagree_on_a_request_are_both_shown(
+    tmp_path: Path, key_dir: KeyDirectory, issuer: Issuer, verifier: Verifier
+) -> None:
+    broker, request = _answered_by_broker(tmp_path, key_dir, issuer, verifier)
+    guard = tmp_path / "agent-audit.jsonl"
+    writer = AuditFile(guard)
+    writer.append(
+        {
+            "time": "2026-03-01T10:00:00Z",
+            "outcome": "refused",
+            "agent": "SupportBot",
+            "scope": "write:refunds",
+            "reason": f"denied by mallory ({request})",
+        }
+    )
+    writer.close()
+    report = build_report(Trail([guard, broker]))
+    assert report.approvals_total == 2
+    assert sorted((r["source"], r["approved"]) for r in report.approvals) == [
+        ("broker", True),
+        ("guard", False),
+    ]
