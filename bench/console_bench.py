@@ -53,8 +53,7 @@ scopes = ["read:orders"]
 ask = ["delete:customer"]
 callers = ["uid:0"]
 """
-PAGES = ["/console", "/console/agents", "/console/feed", "/console/audit",
-         "/console/feed/events?after=0"]  # fmt: skip
+PAGES = ["/", "/agents", "/feed", "/audit", "/feed/events?after=0"]  # under the session's path
 
 
 def rss_kib() -> int:
@@ -68,9 +67,9 @@ def setup(root: Path) -> tuple[object, httpx.AsyncClient]:
     app = create_app(BrokerConfig(keys_dir=root / "keys", policy_path=root / "agentsudo.toml"))
     broker = app.state.broker
     value, _ = new_link(broker.store, Caller(uid=None, credential="admin"))
-    _, cookie = redeem_link(broker.store, value)
+    session, cookie = redeem_link(broker.store, value)
     client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://console.test",
+        transport=httpx.ASGITransport(app=app), base_url=f"http://console.test{session.base}",
         cookies={"agentsudo_console": cookie}, headers={"accept": "application/json"},
     )  # fmt: skip
     return broker, client
@@ -89,7 +88,7 @@ async def feed_bench(seconds: float, rate: int) -> dict[str, object]:
         audit = broker.audit  # type: ignore[attr-defined]
         feed = broker.console.feed  # type: ignore[attr-defined]
         async with client:
-            first = (await client.get("/console/feed/events?after=0")).json()
+            first = (await client.get("/feed/events?after=0")).json()
             start_seq, after = first["latest"], first["latest"]
             written = 0
             stop = threading.Event()
@@ -113,7 +112,7 @@ async def feed_bench(seconds: float, rate: int) -> dict[str, object]:
             while time.perf_counter() - begin < seconds:
                 await asyncio.sleep(1.0)
                 t0 = time.perf_counter()
-                answer = (await client.get(f"/console/feed/events?after={after}")).json()
+                answer = (await client.get(f"/feed/events?after={after}")).json()
                 worst_poll = max(worst_poll, time.perf_counter() - t0)
                 received += len(answer["events"])
                 after, polls = answer["latest"], polls + 1
@@ -121,7 +120,7 @@ async def feed_bench(seconds: float, rate: int) -> dict[str, object]:
                                 tracemalloc.get_traced_memory()[0]))  # fmt: skip
             stop.set()
             thread.join()
-            answer = (await client.get(f"/console/feed/events?after={after}")).json()
+            answer = (await client.get(f"/feed/events?after={after}")).json()
             after = answer["latest"]
             tracemalloc.stop()
             ingested = feed.latest - start_seq
@@ -181,12 +180,12 @@ async def pages_bench(events: int, repeats: int) -> dict[str, object]:
             _file(store, n, REQUEST)
         async with client:
             t0 = time.perf_counter()
-            cold = await client.get("/console/audit")
+            cold = await client.get("/audit")
             cold_ms = (time.perf_counter() - t0) * 1000
             assert cold.status_code == 200 and "verified" in cold.text, cold.text[:300]
-            shown = (await client.get("/console")).text
+            shown = (await client.get("/")).text
             assert shown.count('class="card approval"') == 20, "the 20 requests, each whole"
-            assert (await client.get("/console/agents")).text.count("tok-") >= 200
+            assert (await client.get("/agents")).text.count("tok-") >= 200
             times: dict[str, list[float]] = {page: [] for page in PAGES}
             for _ in range(repeats):
                 for page in PAGES:

@@ -58,6 +58,12 @@ with Agent.from_token(os.environ["AGENTSUDO_TOKEN"]).start_session():
 """
 
 
+class Browser(httpx.Client):
+    """An HTTP client holding cookies; ``base`` is its session's secret path once logged in."""
+
+    base = ""
+
+
 class ConsoleBroker:
     """``agentsudo serve`` on a socket and on 127.0.0.1, its stderr read in a thread."""
 
@@ -118,17 +124,19 @@ class ConsoleBroker:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def browser(self) -> httpx.Client:
+    def browser(self) -> Browser:
         """An HTTP client on the console's listener that keeps cookies, follows nothing
         (closed when the broker stops)."""
-        client = httpx.Client(base_url=self.tcp, follow_redirects=False, timeout=30)
+        client = Browser(base_url=self.tcp, follow_redirects=False, timeout=30)
         self.clients.append(client)
         return client
 
-    def logged_in(self) -> httpx.Client:
+    def logged_in(self) -> Browser:
+        """A browser logged in; its pages are under ``web.base`` (``/console/s/<secret>``)."""
         web = self.browser()
         answer = web.get(self.link())
         assert answer.status_code == 303, answer.text
+        web.base = answer.headers["location"].rstrip("/")
         return web
 
     def token(self, agent: str = "SupportBot") -> str:

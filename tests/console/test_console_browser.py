@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -100,7 +101,8 @@ def test_an_admin_approves_in_the_browser_and_the_waiting_call_completes(
         shown = broker.waiting()
         link = broker.link()
         browser.get(link)
-        assert browser.current_url == broker.tcp + "/console"
+        home = browser.current_url
+        assert re.fullmatch(re.escape(broker.tcp) + r"/console/s/[A-Za-z0-9_-]{32}/", home)
         assert heading(browser) == "Approvals"
         card = browser.find_element(By.ID, f"request-{shown['id']}")
         assert card.find_element(By.CLASS_NAME, "agent").text == "SupportBot"
@@ -127,7 +129,7 @@ def test_an_admin_approves_in_the_browser_and_the_waiting_call_completes(
     assert answered[-1]["approved"] is True
     assert answered[-1]["by"] == "credential:admin (console)"
 
-    browser.get(broker.tcp + "/console/feed")
+    browser.get(home + "feed")
     rows = until(
         lambda: [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#feed tbody tr")
                  if "elevation_answered" in r.text],
@@ -135,11 +137,11 @@ def test_an_admin_approves_in_the_browser_and_the_waiting_call_completes(
     )  # fmt: skip
     assert "SupportBot" in rows[0]
     browser.save_screenshot(str(shots / "feed.png"))
-    browser.get(broker.tcp + "/console/agents")
+    browser.get(home + "agents")
     assert browser.find_element(By.ID, "agent-SupportBot")
     assert browser.find_elements(By.CSS_SELECTOR, "#agent-SupportBot table.tokens tbody tr")
     browser.save_screenshot(str(shots / "agents.png"))
-    browser.get(broker.tcp + "/console/audit")
+    browser.get(home + "audit")
     until(lambda: "verified" in browser.find_element(By.ID, "chain-state").text, "verified")
     assert "NOT" not in browser.find_element(By.ID, "chain-state").text
     browser.save_screenshot(str(shots / "audit.png"))
@@ -180,7 +182,7 @@ def test_forged_posts_are_refused_and_change_nothing(
         assert heading(browser) == "Approvals"
         browser.set_window_size(900, 820)  # the README's picture (docs/console.png)
         browser.save_screenshot(str(shots / "approvals-small.png"))
-        target = f"{broker.tcp}/console/approvals/{shown['id']}/approve"
+        target = f"{browser.current_url}approvals/{shown['id']}/approve"  # even knowing it
         # from the console's own page, with the session's cookie, but without the CSRF token
         browser.execute_script(
             "var f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
@@ -209,3 +211,45 @@ def test_forged_posts_are_refused_and_change_nothing(
         assert any("CSRF" in e.get("reason", "") for e in refused)
     finally:
         stop(agent)
+
+
+class _AgentApp(http.server.BaseHTTPRequestHandler):
+    """An agent's own little server on another port of 127.0.0.1: it notes every cookie."""
+
+    cookies: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.headers.get("cookie"):
+            self.cookies.append(self.headers["cookie"])
+        page = b"<p>agent</p>" + b"".join(
+            b'<img src="%s">' % path.encode() for path in ("/console/x", "/console/s/", "/")
+        )
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_another_port_of_the_host_gets_no_session_cookie(
+    broker: ConsoleBroker, browser: webdriver.Chrome
+) -> None:
+    """Browsers do not separate cookies by port: the cookie's secret path keeps it home."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AgentApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(broker.link())
+        assert heading(browser) == "Approvals"
+        assert browser.get_cookie("agentsudo_console") is not None
+        seen = len(_AgentApp.cookies)
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/console")
+        until(lambda: browser.execute_script(
+            "return Array.from(document.images).every(function (i) { return i.complete; })"
+        ), "the agent's page loaded")  # fmt: skip
+        assert not [c for c in _AgentApp.cookies[seen:] if "agentsudo_console" in c]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -44,7 +44,7 @@ def test_forwarded_decisions_show_in_the_feed(
     broker: ConsoleBroker, audit_logger: logging.Logger
 ) -> None:
     web = broker.logged_in()
-    latest = web.get("/console/feed/events", params={"after": 0}).json()["latest"]
+    latest = web.get(web.base + "/feed/events", params={"after": 0}).json()["latest"]
     client = BrokerClient(broker.tcp, credential=broker.credential("orders-service"))
     forwarder = EventForwarder(client, interval=0.05)
     audit_logger.addHandler(forwarder)
@@ -57,7 +57,7 @@ def test_forwarded_decisions_show_in_the_feed(
         audit_logger.removeHandler(forwarder)
         forwarder.close()
     assert (forwarder.sent, forwarder.failed, forwarder.dropped) == (2, 0, 0)
-    shown = web.get("/console/feed/events", params={"after": latest}).json()["events"]
+    shown = web.get(web.base + "/feed/events", params={"after": latest}).json()["events"]
     forwarded = [e for e in shown if e["source"] == "forwarded by credential:orders-service"]
     assert [(e["outcome"], e["agent"], e["scope"]) for e in forwarded] == [
         ("allowed", "OrdersBot", "read:orders"),

@@ -58,11 +58,12 @@ def test_the_printed_link_logs_in_once_with_a_strict_httponly_cookie(broker: Con
     assert re.fullmatch(re.escape(broker.tcp) + r"/console/login\?t=[A-Za-z0-9_-]{43}", link)
     web = broker.browser()
     answer = web.get(link)
-    assert answer.status_code == 303 and answer.headers["location"] == "/console"
+    home = answer.headers["location"]
+    assert answer.status_code == 303 and re.fullmatch(r"/console/s/[A-Za-z0-9_-]{32}/", home)
     cookie = answer.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and f"Path={home}" in cookie
     assert "Max-Age=28800" in cookie and "Secure" not in cookie  # plain http on loopback
-    page = web.get("/console")
+    page = web.get(home)
     assert page.status_code == 200 and "Waiting for an answer" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
@@ -73,6 +74,7 @@ def test_the_printed_link_logs_in_once_with_a_strict_httponly_cookie(broker: Con
     store = open_store(f"sqlite:///{broker.keys / 'agentsudo-state.db'}")
     kept = json.dumps(store.items("console-"))
     assert link.split("t=")[1] not in kept and web.cookies["agentsudo_console"] not in kept
+    assert home.split("/")[3] not in kept
 
     replayed = broker.browser().get(link)  # once
     assert replayed.status_code == 401 and "Login refused" in replayed.text
@@ -122,37 +124,63 @@ def test_the_link_needs_a_broker_and_takes_a_base_url(broker: ConsoleBroker) -> 
 
 
 PAGES = [
-    "/console",
-    "/console/agents",
-    "/console/feed",
-    "/console/audit",
-    "/console/pending",
-    "/console/feed/events?after=0",
-    "/console/revoke?jti=abc",
-    "/console/kill?agent=X",
+    "/",
+    "/agents",
+    "/feed",
+    "/audit",
+    "/pending",
+    "/feed/events?after=0",
+    "/revoke?jti=abc",
+    "/kill?agent=X",
 ]
+
+
+def shows_nothing(answer: httpx.Response) -> bool:
+    text = answer.text
+    return answer.status_code == 401 and "SupportBot" not in text and "jti" not in text.lower()
 
 
 @pytest.mark.parametrize("cookie", [None, "forged-" + "a" * 40, "", "a" * 43, "<script>"])
 def test_no_page_without_a_live_session(broker: ConsoleBroker, cookie: str | None) -> None:
     broker.token()  # something a leak would show
     web = broker.browser()
-    if cookie is not None:
-        web.cookies.set("agentsudo_console", cookie, domain="127.0.0.1", path="/console")
-    for path in PAGES:
-        answer = web.get(path)
-        assert answer.status_code == 401, path
-        assert "SupportBot" not in answer.text and "jti" not in answer.text.lower(), path
+    headers = {} if cookie is None else {"cookie": f"agentsudo_console={cookie}"}
+    for base in ("/console", "/console/s/" + "a" * 32):
+        for path in PAGES:
+            assert shows_nothing(web.get(base + path, headers=headers)), base + path
+
+
+def test_a_cookie_is_nothing_away_from_its_own_secret_path(broker: ConsoleBroker) -> None:
+    """Browsers send a host's cookies to each of its ports: another server on 127.0.0.1 (an
+    agent's) may get the cookie, but never the path it is good for, and one without the
+    other (or with another session's) shows nothing."""
+    broker.token()
+    mine, other = broker.logged_in(), broker.logged_in()
+    assert mine.base != other.base and mine.get(mine.base + "/agents").status_code == 200
+    stolen = {"cookie": f"agentsudo_console={mine.cookies['agentsudo_console']}"}
+    thief = broker.browser()
+    for base in ("/console", other.base, "/console/s/" + "A" * 32, mine.base + "x", "/console/s"):
+        for path in PAGES:
+            assert shows_nothing(thief.get(base + path, headers=stolen)), base + path
+    for path in PAGES:  # the path without its cookie
+        assert shows_nothing(thief.get(mine.base + path)), path
+    csrf = csrf_of(mine.get(mine.base + "/").text)
+    logout = thief.post(other.base + "/logout", data={"csrf": csrf},
+                        headers={**stolen, "origin": broker.tcp})  # fmt: skip
+    assert logout.status_code == 401 and other.get(other.base + "/").status_code == 200
+    # a cookie of another path set by another port of this host does not hide ours
+    tossed = {"cookie": f"{stolen['cookie']}; agentsudo_console={'B' * 43}"}
+    assert thief.get(mine.base + "/agents", headers=tossed).status_code == 200
 
 
 def test_a_logged_out_or_demoted_session_is_refused(broker: ConsoleBroker) -> None:
     web = broker.logged_in()
     cookie = web.cookies["agentsudo_console"]
-    page = web.get("/console")
-    assert post(web, broker, "/console/logout", {"csrf": csrf_of(page.text)}).status_code == 200
+    page = web.get(web.base + "/")
+    assert post(web, broker, web.base + "/logout", {"csrf": csrf_of(page.text)}).status_code == 200
     again = broker.browser()
-    again.cookies.set("agentsudo_console", cookie, domain="127.0.0.1", path="/console")
-    assert again.get("/console").status_code == 401  # the stale cookie is nothing now
+    stale = {"cookie": f"agentsudo_console={cookie}"}
+    assert again.get(web.base + "/", headers=stale).status_code == 401  # nothing now
     assert events(broker, "console_logout")
 
     web = broker.logged_in()
@@ -161,7 +189,7 @@ def test_a_logged_out_or_demoted_session_is_refused(broker: ConsoleBroker) -> No
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not events(broker, "policy_reloaded"):
         time.sleep(0.05)
-    answer = web.get("/console/agents")
+    answer = web.get(web.base + "/agents")
     assert answer.status_code == 403 and "no longer an admin" in answer.text
     assert "SupportBot" not in answer.text
 
@@ -174,8 +202,8 @@ def test_posts_without_csrf_or_from_elsewhere_change_nothing(broker: ConsoleBrok
     try:
         shown = broker.waiting()
         web = broker.logged_in()
-        csrf = csrf_of(web.get("/console").text)
-        path = f"/console/approvals/{shown['id']}/approve"
+        csrf = csrf_of(web.get(web.base + "/").text)
+        path = f"{web.base}/approvals/{shown['id']}/approve"
         wrong = [
             ({}, {"origin": broker.tcp}),  # no token
             ({"csrf": csrf[:-1] + ("A" if csrf[-1] != "A" else "B")}, {"origin": broker.tcp}),
@@ -217,17 +245,19 @@ def test_deny_with_a_reason_and_an_answer_given_twice(broker: ConsoleBroker) -> 
     try:
         shown = broker.waiting()
         web = broker.logged_in()
-        csrf = csrf_of(web.get("/console").text)
-        answer = post(web, broker, f"/console/approvals/{shown['id']}/deny",
+        csrf = csrf_of(web.get(web.base + "/").text)
+        answer = post(web, broker, f"{web.base}/approvals/{shown['id']}/deny",
                       {"csrf": csrf, "reason": "not this customer"})  # fmt: skip
-        assert answer.status_code == 303 and answer.headers["location"] == "/console?done=denied"
+        assert (
+            answer.status_code == 303 and answer.headers["location"] == web.base + "/?done=denied"
+        )
         done = finished(agent)
         assert "not this customer" in done["refused"]
-        again = post(web, broker, f"/console/approvals/{shown['id']}/approve", {"csrf": csrf})
+        again = post(web, broker, f"{web.base}/approvals/{shown['id']}/approve", {"csrf": csrf})
         assert again.status_code == 404 and "already answered" in again.text
-        bogus = post(web, broker, "/console/approvals/apr_<script>/approve", {"csrf": csrf})
+        bogus = post(web, broker, web.base + "/approvals/apr_<script>/approve", {"csrf": csrf})
         assert bogus.status_code == 404 and "<script>" not in bogus.text
-        bad = post(web, broker, f"/console/approvals/{shown['id']}/deny",
+        bad = post(web, broker, f"{web.base}/approvals/{shown['id']}/deny",
                    {"csrf": csrf, "reason": "a\nb"})  # fmt: skip
         assert bad.status_code == 400
     finally:
@@ -244,7 +274,8 @@ def test_arguments_are_shown_whole_and_escaped(broker: ConsoleBroker) -> None:
     agent = broker.agent(broker.token(), note=hostile)
     try:
         broker.waiting()
-        page = broker.logged_in().get("/console").text
+        web = broker.logged_in()
+        page = web.get(web.base + "/").text
         assert "<script>alert" not in page and "<b onmouseover" not in page
         assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "y" * 5000 in page  # whole, never cut
@@ -255,28 +286,28 @@ def test_arguments_are_shown_whole_and_escaped(broker: ConsoleBroker) -> None:
 def test_revoke_and_kill_switch_each_behind_a_confirmation(broker: ConsoleBroker) -> None:
     issued = broker.client.issue("SupportBot", scopes=["read:orders"])
     web = broker.logged_in()
-    agents = web.get("/console/agents")
+    agents = web.get(web.base + "/agents")
     assert issued["jti"] in agents.text
-    confirm = web.get("/console/revoke", params={"jti": issued["jti"]})
+    confirm = web.get(web.base + "/revoke", params={"jti": issued["jti"]})
     assert confirm.status_code == 200 and 'name="confirm" value="yes"' in confirm.text
     csrf = csrf_of(confirm.text)
-    unconfirmed = post(web, broker, "/console/revoke", {"csrf": csrf, "jti": issued["jti"]})
+    unconfirmed = post(web, broker, web.base + "/revoke", {"csrf": csrf, "jti": issued["jti"]})
     assert unconfirmed.status_code == 400
     assert not events(broker, "revoked")
     form = {"csrf": csrf, "jti": issued["jti"], "confirm": "yes", "reason": "leaked"}
-    done = post(web, broker, "/console/revoke", form)
+    done = post(web, broker, web.base + "/revoke", form)
     assert done.status_code == 303
-    assert issued["jti"] not in web.get("/console/agents").text  # no longer live
+    assert issued["jti"] not in web.get(web.base + "/agents").text  # no longer live
     revoked = events(broker, "revoked")
     assert revoked[-1]["jti"] == issued["jti"] and revoked[-1]["reason"] == "leaked"
     assert revoked[-1]["caller"] == "credential:admin"
 
-    kill = web.get("/console/kill", params={"agent": "SupportBot"})
+    kill = web.get(web.base + "/kill", params={"agent": "SupportBot"})
     assert kill.status_code == 200
-    done = post(web, broker, "/console/kill",
+    done = post(web, broker, web.base + "/kill",
                 {"csrf": csrf, "agent": "SupportBot", "confirm": "yes"})  # fmt: skip
     assert done.status_code == 303
-    assert "Kill switch on" in web.get("/console/agents").text
+    assert "Kill switch on" in web.get(web.base + "/agents").text
     with pytest.raises(PermissionDeniedError, match="revoked"):
         broker.client.issue("SupportBot", scopes=["read:orders"])
     assert events(broker, "revoked")[-1]["agent"] == "SupportBot"
@@ -287,9 +318,9 @@ def test_revoke_and_kill_switch_each_behind_a_confirmation(broker: ConsoleBroker
 
 def test_the_feed_follows_the_audit_and_takes_forwarded_events(broker: ConsoleBroker) -> None:
     web = broker.logged_in()
-    first = web.get("/console/feed/events", params={"after": 0}).json()
+    first = web.get(web.base + "/feed/events", params={"after": 0}).json()
     issued = broker.client.issue("SupportBot", scopes=["read:orders"])
-    later = web.get("/console/feed/events", params={"after": first["latest"]}).json()
+    later = web.get(web.base + "/feed/events", params={"after": first["latest"]}).json()
     assert [e["outcome"] for e in later["events"]] == ["issued"]
     assert issued["jti"] in later["events"][0]["detail"]
 
@@ -300,10 +331,10 @@ def test_the_feed_follows_the_audit_and_takes_forwarded_events(broker: ConsoleBr
     forwarder = {"authorization": f"Bearer {broker.credential('orders-service')}"}
     answer = service.post("/v1/console/events", json={"events": [event]}, headers=forwarder)
     assert answer.status_code == 202 and answer.json() == {"accepted": 1}
-    shown = web.get("/console/feed/events", params={"after": later["latest"]}).json()["events"]
+    shown = web.get(web.base + "/feed/events", params={"after": later["latest"]}).json()["events"]
     assert shown[-1]["source"] == "forwarded by credential:orders-service"
     assert shown[-1]["outcome"] == "denied" and shown[-1]["scope"] == "write:refunds"
-    assert "&lt;img src=x&gt;" in web.get("/console/feed").text
+    assert "&lt;img src=x&gt;" in web.get(web.base + "/feed").text
 
     stranger = {"authorization": f"Bearer {broker.credential('eve')}"}
     hostile = [
@@ -316,18 +347,18 @@ def test_the_feed_follows_the_audit_and_takes_forwarded_events(broker: ConsoleBr
         ({"events": [{**event, "outcome": "x" * 65}]}, forwarder, 400),
         ({"events": [event], "more": 1}, forwarder, 400),
     ]
-    before = web.get("/console/feed/events", params={"after": 0}).json()["latest"]
+    before = web.get(web.base + "/feed/events", params={"after": 0}).json()["latest"]
     for body, headers, status in hostile:
         assert service.post("/v1/console/events", json=body, headers=headers).status_code == status
-    after = web.get("/console/feed/events", params={"after": before}).json()["events"]
+    after = web.get(web.base + "/feed/events", params={"after": before}).json()["events"]
     assert after and {e["outcome"] for e in after} == {"broker_refused"}  # audited, not shown
     for bad in ("-1", "x", "1e3", "9" * 30):
-        assert web.get("/console/feed/events", params={"after": bad}).status_code == 400
+        assert web.get(web.base + "/feed/events", params={"after": bad}).status_code == 400
 
 
 def test_the_audit_page_says_whether_the_chain_verifies(broker: ConsoleBroker) -> None:
     web = broker.logged_in()
-    page = web.get("/console/audit").text
+    page = web.get(web.base + "/audit").text
     assert '<span class="ok">verified</span>' in page and "head signed at" in page
     path = broker.keys / "broker-audit.jsonl"
     lines = path.read_text().splitlines(keepends=True)
@@ -335,7 +366,7 @@ def test_the_audit_page_says_whether_the_chain_verifies(broker: ConsoleBroker) -
     path.write_text("".join(lines))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        page = web.get("/console/audit").text
+        page = web.get(web.base + "/audit").text
         if "NOT verified" in page:
             break
         time.sleep(0.5)
@@ -344,7 +375,7 @@ def test_the_audit_page_says_whether_the_chain_verifies(broker: ConsoleBroker) -
 
 def test_a_store_error_is_a_page_not_a_traceback(broker: ConsoleBroker) -> None:
     web = broker.logged_in()
-    answer = web.get("/console/approvals/not-an-id")
+    answer = web.get(web.base + "/approvals/not-an-id")
     assert answer.status_code == 404 and "Traceback" not in answer.text
     with pytest.raises(AgentSudoError):
         broker.admin.request("POST", "/v1/console/events", {"events": "x"})
@@ -365,8 +396,9 @@ callers = ["uid:{os.getuid()}"]
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(broker.tcp + "/console/login?t=")
         web = broker.browser()
-        assert web.get(done.stdout.strip()).status_code == 303
-        page = web.get("/console/agents")
+        login = web.get(done.stdout.strip())
+        assert login.status_code == 303
+        page = web.get(login.headers["location"] + "agents")
         assert page.status_code == 200 and f"uid:{os.getuid()}" in page.text
     finally:
         broker.stop()

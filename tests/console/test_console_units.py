@@ -67,11 +67,17 @@ def test_a_link_logs_in_once_and_only_its_hash_is_kept(store: Store) -> None:
     assert session.admin == "credential:admin" and session.caller == ADMIN
     assert session.expires_at - session.created_at == 8 * 3600
     assert cookie not in json.dumps(store.items(""))
-    assert session_of(store, cookie) == session
+    secret = session.base.removeprefix("/console/s/")
+    assert len(secret) == 32 and secret not in json.dumps(store.items(""))
+    assert session_of(store, cookie, secret) == session
+    other, _ = redeem_link(store, new_link(store, ADMIN)[0])
+    assert session_of(store, cookie, other.base.removeprefix("/console/s/")) is None
+    for wrong in (secret[:-1], secret + "A", None, "", cookie):
+        assert session_of(store, cookie, wrong) is None
     with pytest.raises(LoginRefused):
         redeem_link(store, value)
     end_session(store, session)
-    assert session_of(store, cookie) is None
+    assert session_of(store, cookie, secret) is None
 
 
 def test_racing_uses_of_one_link_log_in_once(store: Store) -> None:
@@ -97,7 +103,7 @@ def test_racing_uses_of_one_link_log_in_once(store: Store) -> None:
 def test_values_not_ours_are_not_even_looked_up(store: Store, value: object) -> None:
     with pytest.raises(LoginRefused):
         redeem_link(store, value)
-    assert session_of(store, value) is None
+    assert session_of(store, value, value) is None
 
 
 def test_expired_and_tampered_records_are_no_session(store: Store) -> None:
@@ -106,7 +112,9 @@ def test_expired_and_tampered_records_are_no_session(store: Store) -> None:
         redeem_link(store, old)
     session, cookie = redeem_link(store, new_link(store, ADMIN)[0])
     record = json.loads(store.get(session.key) or "{}")
+    assert session_of(store, cookie, session.base.removeprefix("/console/s/")) == session
     changes = [
+        {"path": None},  # a session of no path (or of an older broker)
         {"expires_at": time.time() + 10 * 3600},  # longer than a session may last
         {"caller": {"uid": "0"}},
         {"csrf": 5},
@@ -114,13 +122,13 @@ def test_expired_and_tampered_records_are_no_session(store: Store) -> None:
     ]
     for change in changes:
         store.put(session.key, json.dumps({**record, **change}), expires_at=time.time() + 60)
-        assert session_of(store, cookie) is None, change
+        assert session_of(store, cookie, session.base.removeprefix("/console/s/")) is None, change
 
 
 def test_csrf_is_compared_whole() -> None:
     from agentsudo_tokens.broker.console.auth import Session
 
-    session = Session("k", ADMIN, "A" * 43, 0.0, 1.0)
+    session = Session("k", ADMIN, "A" * 43, 0.0, 1.0, "/console/s/x")
     assert csrf_ok(session, "A" * 43)
     for wrong in ("A" * 42, "A" * 44, "", None, "B" + "A" * 42, "Ä" * 43, 5):
         assert not csrf_ok(session, wrong)

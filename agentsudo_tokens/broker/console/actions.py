@@ -49,7 +49,7 @@ async def _answer(request: Request, broker: ConsoleBroker, approved: bool) -> Re
     verb = "approved" if approved else "denied"
     _log.warning("%s %s approval request %s", who, verb, request_id)
     broker.audit.answered(session.caller, answered, approved=approved, by=who, reason=reason)
-    return RedirectResponse(url("/console", done=verb), status_code=303, headers=HEADERS)
+    return RedirectResponse(url(session.base + "/", done=verb), status_code=303, headers=HEADERS)
 
 
 async def approve_request(request: Request, broker: ConsoleBroker) -> Response:
@@ -63,7 +63,7 @@ async def deny_request(request: Request, broker: ConsoleBroker) -> Response:
 def _confirm(
     session: Session, title: str, question: Markup, action: str, **fields: str
 ) -> Response:
-    body = pages.confirm_body(question, action, fields, session.csrf)
+    body = pages.confirm_body(question, action, fields, session)
     return html(title, body, session)
 
 
@@ -77,7 +77,7 @@ async def revoke_asked(request: Request, broker: ConsoleBroker) -> Response:
         "verifier that asks this broker's store or revocation list.",
         jti=jti,
     )
-    return _confirm(session, "Revoke a token", question, "/console/revoke", jti=jti)
+    return _confirm(session, "Revoke a token", question, session.base + "/revoke", jti=jti)
 
 
 async def kill_asked(request: Request, broker: ConsoleBroker) -> Response:
@@ -90,7 +90,7 @@ async def kill_asked(request: Request, broker: ConsoleBroker) -> Response:
         "until now is refused, and it gets no new token until the switch expires.",
         agent=agent,
     )
-    return _confirm(session, "Kill switch", question, "/console/kill", agent=agent)
+    return _confirm(session, "Kill switch", question, session.base + "/kill", agent=agent)
 
 
 async def _revoke(request: Request, broker: ConsoleBroker, *, kill: bool) -> Response:
@@ -120,7 +120,8 @@ async def _revoke(request: Request, broker: ConsoleBroker, *, kill: bool) -> Res
     _log.warning("%s revoked %s %r from the console", session.admin, done.kind, done.target)
     broker.audit.revoked(session.caller, done.kind, done.target, reason)
     code = "killed" if kill else "revoked"
-    return RedirectResponse(url("/console/agents", done=code), status_code=303, headers=HEADERS)
+    back = url(session.base + "/agents", done=code)
+    return RedirectResponse(back, status_code=303, headers=HEADERS)
 
 
 async def revoke_token(request: Request, broker: ConsoleBroker) -> Response:

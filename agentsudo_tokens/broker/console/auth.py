@@ -2,7 +2,8 @@
 
     link = new_link(store, caller)              # "t" of /console/login?t=..., 5 minutes, once
     session, cookie = redeem_link(store, link)  # LoginRefused: unknown, used or expired
-    session = session_of(store, cookie)         # None: no such session (stale, forged, ended)
+    session.base                     # "/console/s/<secret>": its pages, its cookie's Path
+    session = session_of(store, cookie, secret)  # None: no such session, or not at its path
     csrf_ok(session, form_token)                # constant-time comparison
 
 A link and a session cookie are 256-bit random values; the store holds only their
@@ -10,6 +11,12 @@ SHA-256 (``console-link:<hex>``, ``console-session:<hex>``), so reading the stor
 gives no way in. A link is taken atomically: of two racing uses, one logs in. A
 session lasts at most ``SESSION_TTL`` and carries the admin it was made for and its
 CSRF token; the admin is checked against the policy again on every request.
+
+Each session has its own secret path (``/console/s/<128+ random bits>``): its pages
+are served under it and its cookie's ``Path`` is it, so a browser sends the cookie
+nowhere else, not even to another port of the same host (browsers do not separate
+cookies by port). The store keeps the path's hash with the session: a cookie without
+its path, or a path without its cookie, is no session.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LINK_TTL",
     "SESSION_TTL",
+    "SESSION_PATH",
     "LoginRefused",
     "Session",
     "csrf_ok",
@@ -45,7 +53,9 @@ LINK_TTL = 300  # seconds a login link may be used in
 SESSION_TTL = 8 * 3600  # seconds a session lasts, at most
 LINK = "console-link:"
 SESSION = "console-session:"
+SESSION_PATH = "/console/s/"  # + a session's secret: where its pages and cookie live
 _TOKEN_BYTES = 32  # 256 bits
+_PATH_BYTES = 24  # 192 bits of a session's secret path
 _MAX_TOKEN = 64  # characters of a link or cookie value we look up at all
 
 
@@ -95,6 +105,7 @@ class Session:
     csrf: str
     created_at: float
     expires_at: float
+    base: str  # "/console/s/<secret>": the session's pages (and its cookie's path) under it
 
     @property
     def admin(self) -> str:
@@ -137,15 +148,18 @@ def redeem_link(store: Store, value: object) -> tuple[Session, str]:
             "`agentsudo console`"
         )
     cookie = secrets.token_urlsafe(_TOKEN_BYTES)
+    secret = secrets.token_urlsafe(_PATH_BYTES)
     session = Session(
         key=SESSION + _digest(cookie),
         caller=caller,
         csrf=secrets.token_urlsafe(_TOKEN_BYTES),
         created_at=now,
         expires_at=now + SESSION_TTL,
+        base=SESSION_PATH + secret,
     )
     data = {
         "caller": _caller_json(caller),
+        "path": _digest(secret),
         "csrf": session.csrf,
         "created_at": session.created_at,
         "expires_at": session.expires_at,
@@ -154,12 +168,13 @@ def redeem_link(store: Store, value: object) -> tuple[Session, str]:
     return session, cookie
 
 
-def session_of(store: Store, cookie: object) -> Session | None:
-    """The live session of a cookie value, or ``None`` (absent, forged, stale, ended).
+def session_of(store: Store, cookie: object, secret: object) -> Session | None:
+    """The live session of a cookie value at its secret path, or ``None`` (absent,
+    forged, stale, ended, or the cookie of another path).
 
     :raises StoreUnavailableError: the store cannot be reached.
     """
-    if not _plausible(cookie):
+    if not _plausible(cookie) or not _plausible(secret):
         return None
     key = SESSION + _digest(cookie)
     raw = store.get(key)
@@ -171,8 +186,11 @@ def session_of(store: Store, cookie: object) -> Session | None:
         return None
     caller = _caller_of(data.get("caller"))
     csrf, created, expires = data.get("csrf"), data.get("created_at"), data.get("expires_at")
+    path = data.get("path")
     if (
         caller is None
+        or not isinstance(path, str)
+        or not hmac.compare_digest(path.encode(), _digest(secret).encode())
         or not _plausible(csrf)
         or not isinstance(created, int | float)
         or not isinstance(expires, int | float)
@@ -180,7 +198,7 @@ def session_of(store: Store, cookie: object) -> Session | None:
         or expires - created > SESSION_TTL
     ):
         return None
-    return Session(key, caller, csrf, float(created), float(expires))
+    return Session(key, caller, csrf, float(created), float(expires), SESSION_PATH + secret)
 
 
 def end_session(store: Store, session: Session) -> None:

@@ -25,6 +25,7 @@ __all__ = ["COOKIE", "MAX_FORM", "Refused", "address_of", "checked_form", "logge
 COOKIE = "agentsudo_console"
 MAX_FORM = 8 * 1024  # bytes of a form's body
 _MAX_FIELDS = 16
+_MAX_COOKIES = 4  # values of the console's cookie looked up in one request
 
 
 class Refused(Exception):
@@ -66,10 +67,11 @@ async def logged_in(request: Request, broker: ConsoleBroker) -> Session:
     :raises Refused: 401 without a session (none, stale, forged, ended); 403 when its
         admin is no longer one.
     """
-    cookie = request.cookies.get(COOKIE)
-    if cookie is None:
+    cookies = _cookies(request)
+    secret = request.path_params.get("secret")
+    if not cookies or secret is None:
         raise Refused(401, "Not logged in", "log in with the link `agentsudo console` prints")
-    session = await asyncio.to_thread(session_of, broker.store, cookie)
+    session = await asyncio.to_thread(_session, broker, cookies, secret)
     if session is None:
         _refuse_quietly(request, broker, "console session refused", "a stale or forged session")
         raise Refused(
@@ -83,6 +85,25 @@ async def logged_in(request: Request, broker: ConsoleBroker) -> Session:
         _refuse_quietly(request, broker, "console session refused", why, principal(session.caller))
         raise Refused(403, "Forbidden", why)
     return session
+
+
+def _cookies(request: Request) -> list[str]:
+    """Every value of the console's cookie the browser sent (a cookie of another path, set
+    by another port of this host, must not hide ours), at most ``_MAX_COOKIES``."""
+    found = []
+    for part in request.headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and value:
+            found.append(value.strip('"'))
+    return found[:_MAX_COOKIES]
+
+
+def _session(broker: ConsoleBroker, cookies: list[str], secret: object) -> Session | None:
+    for cookie in cookies:
+        session = session_of(broker.store, cookie, secret)
+        if session is not None:
+            return session
+    return None
 
 
 def _same_origin(request: Request) -> bool:

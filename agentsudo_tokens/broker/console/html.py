@@ -55,14 +55,23 @@ _PAGE = """<!doctype html>
 <main><h1>{title}</h1>{body}</main>
 <script src="/console/static/console.js"></script></body></html>
 """
-_NAV = """<nav><a href="/console">Approvals</a><a href="/console/agents">Agents</a>
-<a href="/console/feed">Feed</a><a href="/console/audit">Audit</a>
-<form method="post" action="/console/logout" class="inline">
+_NAV = """<nav><a href="{base}/">Approvals</a><a href="{base}/agents">Agents</a>
+<a href="{base}/feed">Feed</a><a href="{base}/audit">Audit</a>
+<form method="post" action="{base}/logout" class="inline">
 <input type="hidden" name="csrf" value="{csrf}"><button type="submit">Log out</button></form>
 <span class="who">{admin}</span></nav>"""
 
 
-def page(title: str, body: Markup, *, admin: str | None = None, csrf: str | None = None) -> str:
-    """A whole page; with ``admin`` and ``csrf``, the navigation of a logged-in admin."""
-    nav = fill(_NAV, csrf=csrf, admin=admin) if admin is not None and csrf else Markup("")
+def page(
+    title: str,
+    body: Markup,
+    *,
+    admin: str | None = None,
+    csrf: str | None = None,
+    base: str = "",
+) -> str:
+    """A whole page; with ``admin``, ``csrf`` and ``base`` (the session's secret path),
+    the navigation of a logged-in admin."""
+    shown = admin is not None and csrf and base
+    nav = fill(_NAV, csrf=csrf, admin=admin, base=base) if shown else Markup("")
     return fill(_PAGE, title=title, nav=nav, body=body)

@@ -16,6 +16,7 @@ from .html import Markup, fill, join, url
 
 if TYPE_CHECKING:
     from ...state.approvals import ApprovalRequest
+    from .auth import Session
 
 __all__ = [
     "approvals_body",
@@ -106,7 +107,7 @@ _APPROVAL = """<article class="card approval" id="{anchor}">
 </div></article>"""
 
 
-def _approval(request: ApprovalRequest, csrf: str, now: float) -> Markup:
+def _approval(request: ApprovalRequest, session: Session, now: float) -> Markup:
     chain = (
         fill("<dt>Chain</dt><dd>{chain}</dd>", chain=" > ".join(request.chain))
         if request.delegated
@@ -125,26 +126,28 @@ def _approval(request: ApprovalRequest, csrf: str, now: float) -> Markup:
         left=duration(request.expires_at - now),
         digest=request.arguments_sha256,
         arguments=pretty_arguments(request),
-        approve=url(f"/console/approvals/{request.id}/approve"),
-        deny=url(f"/console/approvals/{request.id}/deny"),
-        csrf=_hidden(csrf),
+        approve=url(f"{session.base}/approvals/{request.id}/approve"),
+        deny=url(f"{session.base}/approvals/{request.id}/deny"),
+        csrf=_hidden(session.csrf),
     )
 
 
 def approvals_body(
-    waiting: Sequence[ApprovalRequest], csrf: str, chain: Markup, done: str | None
+    waiting: Sequence[ApprovalRequest], session: Session, chain: Markup, done: str | None
 ) -> Markup:
     """Pending approvals, each whole, with Approve and Deny; the chain's state above."""
     now = time.time()
-    cards = join(_approval(request, csrf, now) for request in waiting)
+    cards = join(_approval(request, session, now) for request in waiting)
     if not waiting:
         cards = Markup('<p class="muted">No call is waiting for an answer.</p>')
     return fill(
         """{message}<p>Audit chain: {chain}</p>
 <h2>Waiting for an answer ({count})</h2>
 <p class="notice" id="pending-changed" hidden>The requests changed:
-<a href="/console">reload</a>.</p>
-<div id="pending" data-ids="{ids}">{cards}</div>""",
+<a href="{home}">reload</a>.</p>
+<div id="pending" data-ids="{ids}" data-src="{src}">{cards}</div>""",
+        home=url(session.base + "/"),
+        src=url(session.base + "/pending"),
         message=message_body(done),
         chain=chain,
         count=len(waiting),
@@ -160,7 +163,7 @@ def feed_row(event: Mapping[str, Any]) -> Markup:
     return fill('<tr class="outcome-{outcome}">{cells}</tr>', outcome=outcome, cells=cells)
 
 
-def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int) -> Markup:
+def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int, base: str) -> Markup:
     """The latest decisions, newest first; the script adds new ones each second."""
     rows = join(feed_row(event) for event in reversed(events))
     heads = join(fill("<th>{name}</th>", name=name.capitalize()) for name in FEED_FIELDS)
@@ -171,10 +174,12 @@ def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int) ->
     )
     return fill(
         """<p class="muted" id="feed-status">new decisions appear here each second</p>{note}
-<div class="scroll"><table id="feed" data-after="{latest}"><thead><tr>{heads}</tr></thead>
+<div class="scroll"><table id="feed" data-after="{latest}" data-src="{src}">
+<thead><tr>{heads}</tr></thead>
 <tbody>{rows}</tbody></table></div>""",
         note=note,
         latest=latest,
+        src=url(base + "/feed/events"),
         heads=heads,
         rows=rows,
     )
@@ -204,7 +209,7 @@ def audit_body(report: AuditReport | str, checked_at: float, path: str) -> Marku
     )
 
 
-def confirm_body(question: str, action: str, fields: Mapping[str, str], csrf: str) -> Markup:
+def confirm_body(question: str, action: str, fields: Mapping[str, str], session: Session) -> Markup:
     """A confirmation step: the question, and a form that does it (or a way back)."""
     hidden = join(
         fill('<input type="hidden" name="{name}" value="{value}">', name=name, value=value)
@@ -216,9 +221,10 @@ def confirm_body(question: str, action: str, fields: Mapping[str, str], csrf: st
 <p><input type="text" name="reason" maxlength="200" placeholder="reason (optional)"
  aria-label="reason"></p>
 <div class="actions"><button type="submit" class="danger">Yes, do it</button>
-<a class="button" href="/console/agents">No, go back</a></div></form></div>""",
+<a class="button" href="{back}">No, go back</a></div></form></div>""",
         question=question,
-        action=action,
-        csrf=_hidden(csrf),
+        action=url(action),
+        back=url(session.base + "/agents"),
+        csrf=_hidden(session.csrf),
         hidden=hidden,
     )

@@ -24,7 +24,7 @@ def _listed(values: Sequence[object]) -> Markup:
     return join((fill("<code>{v}</code>", v=value) for value in values), ", ")
 
 
-def _tokens(tokens: Sequence[MintedToken], now: float) -> Markup:
+def _tokens(tokens: Sequence[MintedToken], now: float, base: str) -> Markup:
     if not tokens:
         return Markup('<p class="muted">No live token minted by this broker.</p>')
     rows = join(
@@ -35,7 +35,7 @@ def _tokens(tokens: Sequence[MintedToken], now: float) -> Markup:
             scopes=" ".join(token.scopes),
             issued=iso_time(token.issued_at),
             left=duration(token.expires_at - now),
-            revoke=url("/console/revoke", jti=token.jti),
+            revoke=url(base + "/revoke", jti=token.jti),
         )
         for token in tokens
     )
@@ -47,7 +47,12 @@ def _tokens(tokens: Sequence[MintedToken], now: float) -> Markup:
 
 
 def _agent(
-    name: str, rules: Any, tokens: Sequence[MintedToken], cutoff: float | None, now: float
+    name: str,
+    rules: Any,
+    tokens: Sequence[MintedToken],
+    cutoff: float | None,
+    now: float,
+    base: str,
 ) -> Markup:
     if rules is not None:
         policy = fill(
@@ -70,7 +75,7 @@ def _agent(
     if cutoff is None:
         switch = fill(
             '<a class="button danger" href="{href}">Kill switch...</a>',
-            href=url("/console/kill", agent=name),
+            href=url(base + "/kill", agent=name),
         )
     elif cutoff == float("inf"):
         switch = Markup('<span class="bad">Kill switch on: every token refused</span>')
@@ -79,7 +84,7 @@ def _agent(
             '<span class="bad">Kill switch on: tokens issued until {at} are refused</span> '
             '<a class="button danger" href="{href}">Kill switch again...</a>',
             at=iso_time(cutoff),
-            href=url("/console/kill", agent=name),
+            href=url(base + "/kill", agent=name),
         )
     return fill(
         """<section class="card agent" id="{anchor}"><h2>{name}</h2>{policy}
@@ -88,7 +93,7 @@ def _agent(
         name=name,
         policy=policy,
         count=len(tokens),
-        tokens=_tokens(tokens, now),
+        tokens=_tokens(tokens, now, base),
         switch=switch,
     )
 
@@ -98,13 +103,15 @@ def agents_body(
     live: Mapping[str, Sequence[MintedToken]],
     cutoffs: Mapping[str, float | None],
     done: str | None,
+    base: str,
 ) -> Markup:
     """Every agent of the policy (and any other with live tokens): its rules, tokens, switch."""
     now = time.time()
     agents: Mapping[str, Any] = getattr(policy, "agents", {})
     names = sorted(set(agents) | set(live))
     sections = join(
-        _agent(name, agents.get(name), live.get(name, ()), cutoffs.get(name), now) for name in names
+        _agent(name, agents.get(name), live.get(name, ()), cutoffs.get(name), now, base)
+        for name in names
     )
     admins = getattr(policy, "admins", ())
     return fill(

@@ -14,9 +14,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from ...errors import AgentSudoError
 from ..problems import TooMany, problem_for
 from ._broker import ConsoleBroker
-from .auth import Session
+from .auth import SESSION_PATH, Session
 from .guard import Refused
-from .html import Markup, fill, page
+from .html import Markup, fill, page, url
 
 __all__ = ["HEADERS", "Handler", "done_of", "handled", "html", "text_field"]
 
@@ -34,10 +34,13 @@ HEADERS = {
 Handler = Callable[[Request, ConsoleBroker], Awaitable[Response]]
 
 
-def _page(status: int, title: str, message: str) -> Response:
+def _page(request: Request, status: int, title: str, message: str) -> Response:
+    secret = request.path_params.get("secret")
+    home = f"{SESSION_PATH}{secret}/" if isinstance(secret, str) else "/console"
     body = fill(
-        '<p class="refusal">{message}</p><p><a href="/console">Back to the console</a></p>',
+        '<p class="refusal">{message}</p><p><a href="{home}">Back to the console</a></p>',
         message=message,
+        home=url(home),
     )
     return HTMLResponse(page(title, body), status_code=status, headers=HEADERS)
 
@@ -68,13 +71,13 @@ def handled(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return response
         if _wants_json(request):
             return JSONResponse({"error": title, "detail": message}, status, headers=HEADERS)
-        return _page(status, title.capitalize(), message)
+        return _page(request, status, title.capitalize(), message)
 
     return endpoint
 
 
 def html(title: str, body: Markup, session: Session) -> Response:
-    text = page(title, body, admin=session.admin, csrf=session.csrf)
+    text = page(title, body, admin=session.admin, csrf=session.csrf, base=session.base)
     return HTMLResponse(text, headers=HEADERS)
 
 

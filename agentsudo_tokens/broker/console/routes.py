@@ -1,5 +1,8 @@
 """The console's routes under ``/console``: pages, the feed's JSON, login, and the actions.
 
+A session's pages live under its secret path, ``/console/s/<secret>/`` (``auth``), where
+its cookie is scoped; ``/console`` itself shows nothing.
+
     routes = console_routes()       # added to the broker's app (broker.app.create_app)
 
 Pages answer HTML; a refusal is a clear page (401, 403, 404), never data, and
@@ -20,7 +23,7 @@ from ...state.approvals import lookup, pending
 from ..audit_verify import AuditReport
 from . import actions, pages, pages_agents
 from ._broker import ConsoleBroker
-from .auth import LoginRefused, end_session, redeem_link
+from .auth import SESSION_PATH, LoginRefused, end_session, redeem_link
 from .guard import COOKIE, Refused, address_of, checked_form, logged_in
 from .html import Markup, page
 from .minted import kill_switches, live_tokens
@@ -55,12 +58,12 @@ async def _login(request: Request, broker: ConsoleBroker) -> Response:
         session=session.key[-12:],
         address=address_of(request),
     )
-    response = RedirectResponse("/console", status_code=303, headers=HEADERS)
+    response = RedirectResponse(session.base + "/", status_code=303, headers=HEADERS)
     response.set_cookie(
         COOKIE,
         cookie,
         max_age=int(session.expires_at - session.created_at),
-        path="/console",
+        path=session.base + "/",  # sent to this session's secret path only
         secure=request.url.scheme == "https",
         httponly=True,
         samesite="strict",
@@ -77,7 +80,7 @@ async def _logout(request: Request, broker: ConsoleBroker) -> Response:
         page("Logged out", Markup("<p>Logged out. <code>agentsudo console</code> logs in.</p>")),
         headers=HEADERS,
     )
-    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=session.base + "/", httponly=True, samesite="strict")
     return response
 
 
@@ -89,12 +92,18 @@ async def _chain(broker: ConsoleBroker) -> tuple[AuditReport | str, float]:
     return await asyncio.to_thread(broker.console.chain.report, keys, broker.anchor.latest)
 
 
+async def _outside(request: Request, broker: ConsoleBroker) -> Response:
+    """``/console`` and any path not a session's: nothing here (each session's pages are
+    under its secret path)."""
+    raise Refused(401, "Not logged in", "log in with the link `agentsudo console` prints")
+
+
 async def _approvals(request: Request, broker: ConsoleBroker) -> Response:
     session = await logged_in(request, broker)
     waiting = await asyncio.to_thread(pending, broker.store)
     report, checked = await _chain(broker)
     chain = pages.chain_line(report, checked)
-    body = pages.approvals_body(waiting, session.csrf, chain, done_of(request))
+    body = pages.approvals_body(waiting, session, chain, done_of(request))
     return html("Approvals", body, session)
 
 
@@ -110,7 +119,7 @@ async def _agents(request: Request, broker: ConsoleBroker) -> Response:
     policy = broker.policy
     names = sorted(set(getattr(policy, "agents", {})) | set(live))
     switches = await asyncio.to_thread(kill_switches, broker.store, names)
-    body = pages_agents.agents_body(policy, live, switches, done_of(request))
+    body = pages_agents.agents_body(policy, live, switches, done_of(request), session.base)
     return html("Agents", body, session)
 
 
@@ -119,7 +128,8 @@ async def _feed(request: Request, broker: ConsoleBroker) -> Response:
     feed = broker.console.feed
     await asyncio.to_thread(feed.refresh)
     latest, events = feed.since(0, 100)
-    return html("Decisions", pages.feed_body(events, latest, feed.skipped_bytes), session)
+    body = pages.feed_body(events, latest, feed.skipped_bytes, session.base)
+    return html("Decisions", body, session)
 
 
 async def _feed_events(request: Request, broker: ConsoleBroker) -> Response:
@@ -145,7 +155,7 @@ async def _request_shown(request: Request, broker: ConsoleBroker) -> Response:
     session = await logged_in(request, broker)
     found = await asyncio.to_thread(lookup, broker.store, str(request.path_params["request_id"]))
     report, checked = await _chain(broker)
-    body = pages.approvals_body([found], session.csrf, pages.chain_line(report, checked), None)
+    body = pages.approvals_body([found], session, pages.chain_line(report, checked), None)
     return html("Approval request", body, session)
 
 
@@ -160,23 +170,26 @@ async def _js(request: Request, broker: ConsoleBroker) -> Response:
 def console_routes() -> list[Route]:
     """The console's routes, for the broker's app."""
     get, post = ["GET"], ["POST"]
-    answer = "/console/approvals/{request_id}"
+    base = f"{SESSION_PATH}{{secret}}"  # a session's secret path: its cookie goes nowhere else
+    answer = f"{base}/approvals/{{request_id}}"
     return [
-        Route("/console", handled(_approvals), methods=get),
+        Route("/console", handled(_outside), methods=get),
         Route("/console/login", handled(_login), methods=get),
-        Route("/console/logout", handled(_logout), methods=post),
-        Route("/console/pending", handled(_pending), methods=get),
-        Route("/console/agents", handled(_agents), methods=get),
-        Route("/console/feed", handled(_feed), methods=get),
-        Route("/console/feed/events", handled(_feed_events), methods=get),
-        Route("/console/audit", handled(_audit), methods=get),
-        Route("/console/approvals/{request_id}", handled(_request_shown), methods=get),
+        Route(f"{base}/", handled(_approvals), methods=get),
+        Route(f"{base}/logout", handled(_logout), methods=post),
+        Route(f"{base}/pending", handled(_pending), methods=get),
+        Route(f"{base}/agents", handled(_agents), methods=get),
+        Route(f"{base}/feed", handled(_feed), methods=get),
+        Route(f"{base}/feed/events", handled(_feed_events), methods=get),
+        Route(f"{base}/audit", handled(_audit), methods=get),
+        Route(answer, handled(_request_shown), methods=get),
         Route(f"{answer}/approve", handled(actions.approve_request), methods=post),
         Route(f"{answer}/deny", handled(actions.deny_request), methods=post),
-        Route("/console/revoke", handled(actions.revoke_asked), methods=get),
-        Route("/console/revoke", handled(actions.revoke_token), methods=post),
-        Route("/console/kill", handled(actions.kill_asked), methods=get),
-        Route("/console/kill", handled(actions.kill), methods=post),
+        Route(f"{base}/revoke", handled(actions.revoke_asked), methods=get),
+        Route(f"{base}/revoke", handled(actions.revoke_token), methods=post),
+        Route(f"{base}/kill", handled(actions.kill_asked), methods=get),
+        Route(f"{base}/kill", handled(actions.kill), methods=post),
         Route("/console/static/console.css", handled(_css), methods=get),
         Route("/console/static/console.js", handled(_js), methods=get),
+        Route("/console/{rest:path}", handled(_outside), methods=[*get, *post]),  # all else
     ]

@@ -1,8 +1,9 @@
 """The console's style sheet and script: constants, served at ``/console/static/``.
 
 The script only reads JSON and writes with ``textContent`` (never ``innerHTML``):
-the feed polls ``/console/feed/events?after=N`` each second; the approvals page
-asks ``/console/pending`` every few seconds and offers a reload when the list changed.
+the feed polls ``<session path>/feed/events?after=N`` each second; the approvals page
+asks ``<session path>/pending`` every few seconds (each path from a ``data-src``) and
+offers a reload when the list changed.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ JS = """
     var body = feed.querySelector("tbody");
     var status = document.getElementById("feed-status");
     var poll = function () {
-      fetch("/console/feed/events?after=" + after, {credentials: "same-origin",
+      fetch(feed.getAttribute("data-src") + "?after=" + after, {credentials: "same-origin",
         headers: {"accept": "application/json"}})
         .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
         .then(function (data) {
@@ -85,7 +86,7 @@ JS = """
   if (pending) {
     var shown = pending.getAttribute("data-ids");
     var check = function () {
-      fetch("/console/pending", {credentials: "same-origin",
+      fetch(pending.getAttribute("data-src"), {credentials: "same-origin",
         headers: {"accept": "application/json"}})
         .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
         .then(function (data) {
