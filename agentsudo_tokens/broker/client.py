@@ -164,11 +164,16 @@ class BrokerClient:
         self.timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BrokerClient:
+    def from_settings(cls, settings: Settings | None = None) -> BrokerClient:
         """The client of ``AGENTSUDO_BROKER``, with ``AGENTSUDO_BROKER_CREDENTIAL`` over TCP.
 
+        :param settings: default ``Settings.from_env()``.
         :raises ConfigError: no broker is configured.
         """
+        if settings is None:
+            from ..config import Settings
+
+            settings = Settings.from_env()
         if settings.broker is None:
             raise ConfigError("AGENTSUDO_BROKER is not set: no broker to ask")
         return cls(settings.broker, credential=settings.broker_credential)

@@ -82,3 +82,13 @@ def test_a_broker_out_of_reach_never_holds_the_service_up(
         forwarder.close()
     assert forwarder.sent == 0
     assert forwarder.failed + forwarder.dropped == 50  # each counted, none lost unsaid
+
+
+def test_the_readme_snippet_builds_its_client_from_the_environment(
+    broker: ConsoleBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTSUDO_BROKER", broker.tcp)
+    monkeypatch.setenv("AGENTSUDO_BROKER_CREDENTIAL", broker.credential("orders-service"))
+    forwarder = EventForwarder(BrokerClient.from_settings())  # as the README prints it
+    forwarder.close()
+    assert forwarder.client.address == broker.tcp
