@@ -73,12 +73,14 @@ __all__ = [
     "ELEVATION_CLAIMS",
     "ELEVATION_TTL",
     "ELEVATION_TYPE",
+    "MAX_NESTING",
     "MAX_PENDING",
     "ask_refusal",
     "call_digest",
     "elevation_status",
     "file_elevation",
     "mint_elevation",
+    "nesting",
 ]
 
 ELEVATION_TYPE = "elevation+jwt"
@@ -86,6 +88,7 @@ ELEVATION_AUDIENCE = "agentsudo-elevation"
 ELEVATION_TTL = 60  # seconds: an elevation token is used at once, or never
 MAX_PENDING = 100  # requests waiting per chain, and of a root's sub-agents; more are refused
 MAX_TIMEOUT = 3600  # seconds a request may wait for a human
+MAX_NESTING = 32  # levels of arrays and objects in a request's arguments (the object is 1)
 DEFAULT_TIMEOUT = 300
 LEEWAY = 5  # seconds of clock skew allowed on an elevation token's times
 _log = logging.getLogger("agentsudo")
@@ -191,6 +194,28 @@ def _pending_of(store: Store, chain: tuple[str, ...]) -> tuple[int, int]:
 _FILING = threading.Lock()  # the count and the write of one request, one at a time here
 
 
+def nesting(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (without parsing it, so any depth)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def file_elevation(
     store: Store,
     claims: VerifiedClaims,
@@ -212,7 +237,7 @@ def file_elevation(
     :raises TooManyPendingError: ``max_pending`` requests wait already of this chain (the
         token's agent acting for its root), or of its root's sub-agents together.
     :raises ConfigError: arguments that are not canonical JSON of an object, too large,
-        or a bad timeout.
+        nested deeper than ``MAX_NESTING``, or a bad timeout.
     """
     agent = claims.agent  # a delegated token: the sub-agent acting (tokens.delegation)
     chain = claims.chain  # (root, ..., agent): counted and shown by it, not by the name
@@ -226,6 +251,11 @@ def file_elevation(
         )
     if len(arguments) > MAX_ARGUMENTS:
         raise ConfigError(f"arguments: at most {MAX_ARGUMENTS} bytes of canonical JSON")
+    depth = nesting(arguments)
+    if depth > MAX_NESTING:
+        raise ConfigError(
+            f"arguments: expected at most {MAX_NESTING} levels of nesting, found {depth}"
+        )
     try:
         parsed = json.loads(arguments)
         canonical = canonical_arguments(parsed) if isinstance(parsed, dict) else None

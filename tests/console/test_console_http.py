@@ -402,3 +402,24 @@ callers = ["uid:{os.getuid()}"]
         assert page.status_code == 200 and f"uid:{os.getuid()}" in page.text
     finally:
         broker.stop()
+
+
+def test_arguments_nested_too_deep_are_refused_and_the_page_stands(broker: ConsoleBroker) -> None:
+    token = broker.token()
+
+    def filed(arguments: str) -> dict[str, object]:
+        body = {"token": token, "scope": "delete:customer", "function": "delete_customer",
+                "arguments": arguments, "reason": "r", "timeout": 600}  # fmt: skip
+        return dict(broker.client.request("POST", "/v1/elevations", body))
+
+    for depth in (33, 970):
+        with pytest.raises(AgentSudoError, match="at most 32 levels of nesting") as refused:
+            filed('{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}")
+        assert "\n" not in str(refused.value)
+    deepest = filed('{"a":' + "[" * 31 + "]" * 31 + "}")  # 32 levels: taken
+    quoted = filed('{"a":"' + "[" * 500 + '"}')  # brackets in a string nest nothing
+    web = broker.logged_in()
+    page = web.get(web.base + "/")
+    assert page.status_code == 200 and deepest["id"] in page.text and quoted["id"] in page.text
+    listed = broker.admin.request("GET", "/v1/approvals")["approvals"]
+    assert {item["id"] for item in listed} == {deepest["id"], quoted["id"]}

@@ -215,3 +215,34 @@ def test_forwarded_events_are_checked_and_clipped(tmp_path: Path) -> None:
     assert shown["source"] == "forwarded by credential:svc" and len(shown["reason"]) < 300
     with pytest.raises(ValueError):
         ForwardedEvent.model_validate({"time": "t", "outcome": "x", "token": "eyJ..."})
+
+
+# --- a request that cannot be shown ---------------------------------------------------------
+
+
+def test_a_request_whose_arguments_cannot_be_parsed_is_a_card_saying_so() -> None:
+    """Arguments nested past the parser's limit (a store written before the cap, or by
+    another broker): that card says so and offers no Approve; the others are whole."""
+    from agentsudo_tokens.broker.console.auth import Session
+    from agentsudo_tokens.broker.console.html import Markup
+    from agentsudo_tokens.broker.console.pages import approvals_body
+    from agentsudo_tokens.state.approvals import ApprovalRequest, text_digest
+
+    def request(rid: str, arguments: str) -> ApprovalRequest:
+        now = time.time()
+        return ApprovalRequest(
+            id=rid, agent="SupportBot", jti=None, scope="delete:customer",
+            function="delete_customer", arguments_json=arguments,
+            arguments_sha256=text_digest(arguments), reason="r", created_at=now,
+            expires_at=now + 60, binding="b",
+        )  # fmt: skip
+
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    session = Session("k", ADMIN, "A" * 43, 0.0, 1.0, "/console/s/" + "S" * 32)
+    waiting = [request("apr_deep", deep), request("apr_fine", '{"customer_id":"c-1"}')]
+    page = approvals_body(waiting, session, Markup("ok"), None)
+    assert page.count('class="card approval"') == 2
+    assert "cannot be shown" in page and "[[[[" not in page
+    assert page.count('value="approve"') == 1 and page.count('value="deny"') == 2
+    assert "/apr_fine/approve" in page and "/apr_deep/approve" not in page
+    assert "&quot;customer_id&quot;: &quot;c-1&quot;" in page

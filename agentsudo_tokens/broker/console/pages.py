@@ -50,9 +50,13 @@ def _hidden(csrf: str) -> Markup:
     return fill('<input type="hidden" name="csrf" value="{csrf}">', csrf=csrf)
 
 
-def pretty_arguments(request: ApprovalRequest) -> str:
-    """The arguments whole, one per line, non-ASCII as ``\\u`` escapes (no look-alikes)."""
-    return json.dumps(json.loads(request.arguments_json), indent=2, sort_keys=True)
+def pretty_arguments(request: ApprovalRequest) -> str | None:
+    """The arguments whole, one per line, non-ASCII as ``\\u`` escapes (no look-alikes);
+    ``None`` when they cannot be shown (not JSON, or nested too deep to parse)."""
+    try:
+        return json.dumps(json.loads(request.arguments_json), indent=2, sort_keys=True)
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def chain_line(report: AuditReport | str, checked_at: float) -> Markup:
@@ -97,9 +101,7 @@ _APPROVAL = """<article class="card approval" id="{anchor}">
 <dt>Age</dt><dd>{age} (denied if unanswered in {left})</dd>
 <dt>Arguments SHA-256</dt><dd><code>{digest}</code></dd></dl>
 <div>Arguments (whole):</div><pre class="arguments">{arguments}</pre>
-<div class="actions">
-<form method="post" action="{approve}">{csrf}
-<button type="submit" class="approve" name="answer" value="approve">Approve</button></form>
+<div class="actions">{approve}
 <form method="post" action="{deny}">{csrf}
 <input type="text" name="reason" maxlength="1000" placeholder="reason (optional)"
  aria-label="reason for denying">
@@ -107,7 +109,22 @@ _APPROVAL = """<article class="card approval" id="{anchor}">
 </div></article>"""
 
 
+_APPROVE = """<form method="post" action="{action}">{csrf}
+<button type="submit" class="approve" name="answer" value="approve">Approve</button></form>"""
+_UNSHOWN = (
+    "(these arguments cannot be shown: not JSON, or nested too deep; "
+    "what cannot be read cannot be approved here)"
+)
+
+
 def _approval(request: ApprovalRequest, session: Session, now: float) -> Markup:
+    shown = pretty_arguments(request)
+    approve = (
+        fill(_APPROVE, action=url(f"{session.base}/approvals/{request.id}/approve"),
+             csrf=_hidden(session.csrf))
+        if shown is not None
+        else Markup("")
+    )  # fmt: skip
     chain = (
         fill("<dt>Chain</dt><dd>{chain}</dd>", chain=" > ".join(request.chain))
         if request.delegated
@@ -125,8 +142,8 @@ def _approval(request: ApprovalRequest, session: Session, now: float) -> Markup:
         age=duration(now - request.created_at),
         left=duration(request.expires_at - now),
         digest=request.arguments_sha256,
-        arguments=pretty_arguments(request),
-        approve=url(f"{session.base}/approvals/{request.id}/approve"),
+        arguments=_UNSHOWN if shown is None else shown,
+        approve=approve,
         deny=url(f"{session.base}/approvals/{request.id}/deny"),
         csrf=_hidden(session.csrf),
     )
