@@ -48,13 +48,27 @@ class Usage:
 
     @classmethod
     def of(cls, events: Iterable[Mapping[str, Any]]) -> Usage:
-        """Count the guard's decisions among ``events`` (other events are passed over)."""
+        """Count the decisions among ``events``: the guard's, and the broker's answers to
+        elevation requests (one approval counted once, from whichever file has it)."""
         usage: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        answered: set[str] = set()  # approvals counted, by request id: once, from either file
         for event in events:
             outcome, agent = event.get("outcome"), event.get("agent")
             scope = _scope(event.get("scope"))
+            if outcome == "elevation_answered":  # the broker's audit: a human said yes (or no)
+                outcome = "approved" if event.get("approved") is True else "refused"
+                request = event.get("request")
+            elif outcome in ("approved", "refused"):  # the guard's: "... by X (apr_...)"
+                match = _REQUEST.search(str(event.get("reason") or ""))
+                request = match.group(1) if match else None
+            else:
+                request = None
             if outcome not in _DECISIONS or not isinstance(agent, str) or scope is None:
                 continue
+            if isinstance(request, str):
+                if request in answered:
+                    continue
+                answered.add(request)
             usage[agent][scope][outcome] += 1
         return cls({agent: dict(scopes) for agent, scopes in usage.items()})
 
@@ -69,6 +83,7 @@ class Usage:
 
 
 _DECISIONS = frozenset({"allowed", "denied", "audit_violation", "approved", "refused"})
+_REQUEST = re.compile(r"\((apr_[A-Za-z0-9_-]{1,64})\)$")
 
 
 @dataclass(frozen=True)

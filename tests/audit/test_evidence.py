@@ -412,3 +412,47 @@ def test_the_installed_cli_writes_an_html_report(tmp_path: Path) -> None:
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "SupportBot" in page
     assert "report written to r.html" in done.stderr
+
+
+def test_the_brokers_approvals_count_as_use_once_whichever_file_has_them(tmp_path: Path) -> None:
+    """Under a broker the agent often keeps no audit file: the broker's elevation_answered
+    is the evidence that a human approved a call of the ask grant (review of the README)."""
+    broker_log, guard_log = tmp_path / "broker-audit.jsonl", tmp_path / "audit.jsonl"
+    answered = {
+        "time": "2026-03-01T10:00:00Z",
+        "outcome": "elevation_answered",
+        "agent": "SupportBot",
+        "scope": "delete:customer",
+        "function": "delete_customer",
+        "request": "apr_AbC123",
+        "approved": True,
+        "by": "uid:0 via slack",
+    }
+    writer = AuditFile(broker_log)
+    writer.append(answered)
+    writer.append({**answered, "request": "apr_Refused1", "approved": False, "scope": "admin:all"})
+    writer.close()
+    writer = AuditFile(guard_log)
+    writer.append(
+        {
+            "time": "2026-03-01T10:00:01Z",
+            "outcome": "approved",
+            "agent": "SupportBot",
+            "scope": "delete:customer",
+            "function": "delete_customer",
+            "reason": "approved by uid:0 via slack (apr_AbC123)",
+        }
+    )
+    writer.close()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[broker]\nadmins = ["uid:{os.geteuid()}"]\n[agents.SupportBot]\n'
+        'scopes = ["read:orders"]\nask = ["delete:customer", "admin:all"]\n'
+        f'callers = ["uid:{os.geteuid()}"]\n'
+    )
+    policy.chmod(0o600)
+    unused = _run("policy", "unused", "--policy", str(policy), str(broker_log))
+    assert unused.stdout.splitlines() == ["SupportBot: read:orders admin:all"], unused.output
+    for files in ([broker_log, guard_log], [guard_log, broker_log]):
+        done = _run("audit", "suggest", "--agent", "SupportBot", "--json", *map(str, files))
+        assert json.loads(done.stdout)["approved"] == {"delete:customer": 1}, done.output
