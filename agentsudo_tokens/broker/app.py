@@ -100,6 +100,7 @@ class BrokerConfig:
     issue_rate: float = ISSUE_RATE  # requests a second per caller: issuance, elevation filing
     issue_burst: int = ISSUE_BURST  # requests at once per caller, before the rate applies
     audit_log: Path | None = None  # default: broker-audit.jsonl in the key directory
+    public_url: str | None = None  # the console's origin behind a TLS proxy (--public-url)
 
 
 class _Broker:
@@ -133,7 +134,8 @@ class _Broker:
             min(MAX_RATE, config.issue_rate * 20), min(MAX_BURST, config.issue_burst * 4)
         )
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
-        self.console = ConsoleState(audit_log)  # the web console's feed and chain state
+        # the web console's feed and chain state, and its public origin (ConfigError: bad)
+        self.console = ConsoleState(audit_log, config.public_url)
 
     def _credential_verifier(self) -> Verifier:
         """Broker credentials: our own tokens, revocable like any (checked against our store)."""

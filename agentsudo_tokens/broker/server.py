@@ -146,7 +146,8 @@ def serve(
             host, port = tcp.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             addresses.append(f"http://{shown}:{port}")
-            app.state.broker.console.base_url = addresses[-1]  # the console's login links
+            console = app.state.broker.console
+            console.base_url = console.public_url or addresses[-1]  # its login links
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

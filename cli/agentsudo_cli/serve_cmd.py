@@ -37,6 +37,21 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return rate
 
 
+def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        from agentsudo_tokens.broker.console.state import public_origin
+    except ImportError:
+        return value  # serve says which package it needs
+    from agentsudo_tokens.errors import ConfigError
+
+    try:
+        return public_origin(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("expected --public-url as ")) from None
+
+
 def _burst(ctx: click.Context, param: click.Parameter, value: str) -> int:
     """``--issue-burst``: a whole number of at least 1.
 
@@ -131,6 +146,15 @@ def _burst(ctx: click.Context, param: click.Parameter, value: str) -> int:
     metavar="N",
     help="Requests one caller may make at once before --issue-rate applies.",
 )
+@click.option(
+    "--public-url",
+    default=None,
+    callback=_public_url,
+    metavar="URL",
+    help="The console's origin as browsers reach it through a TLS reverse proxy, e.g. "
+    "https://console.example.com: its login links start with it, its forms must come "
+    "from it, and with https its session cookie is Secure.",
+)
 @keys_dir_option
 @store_option
 def serve(
@@ -145,6 +169,7 @@ def serve(
     tcp_connections: int,
     issue_rate: float,
     issue_burst: int,
+    public_url: str | None,
     keys_dir: Path | None,
     store: str | None,
 ) -> None:
@@ -179,6 +204,7 @@ def serve(
         tcp_connections=tcp_connections,
         issue_rate=issue_rate,
         issue_burst=issue_burst,
+        public_url=public_url,
     )
     group = group_id(socket_group) if socket_group is not None else None
 

@@ -67,7 +67,7 @@ class Browser(httpx.Client):
 class ConsoleBroker:
     """``agentsudo serve`` on a socket and on 127.0.0.1, its stderr read in a thread."""
 
-    def __init__(self, root: Path, policy: str = POLICY) -> None:
+    def __init__(self, root: Path, policy: str = POLICY, *serve: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
         assert sh("keys", "init", "--keys-dir", str(root / "keys"), cwd=root).returncode == 0
         self.root, self.keys = root, root / "keys"
@@ -76,7 +76,7 @@ class ConsoleBroker:
         self.socket = root / "broker.sock"
         self.process = subprocess.Popen(
             [AGENTSUDO, "serve", "--policy", str(self.policy), "--keys-dir", str(self.keys),
-             "--socket", str(self.socket), "--listen", "127.0.0.1:0"],
+             "--socket", str(self.socket), "--listen", "127.0.0.1:0", *serve],
             stderr=subprocess.PIPE, text=True, cwd=root,
         )  # fmt: skip
         assert self.process.stderr is not None

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_harness import ConsoleBroker, finished, stop
+from console_harness import POLICY, ConsoleBroker, finished, stop
+from installed_cli import sh
 
 from agentsudo_tokens.broker.console.auth import new_link
 from agentsudo_tokens.broker.policy import Caller
@@ -423,3 +424,46 @@ def test_arguments_nested_too_deep_are_refused_and_the_page_stands(broker: Conso
     assert page.status_code == 200 and deepest["id"] in page.text and quoted["id"] in page.text
     listed = broker.admin.request("GET", "/v1/approvals")["approvals"]
     assert {item["id"] for item in listed} == {deepest["id"], quoted["id"]}
+
+
+def test_behind_a_tls_proxy_the_public_url_is_the_origin(tmp_path: Path) -> None:
+    public = "https://console.example.com"
+    broker = ConsoleBroker(tmp_path, POLICY, "--public-url", public + ":443/")
+    try:
+        filed = broker.client.request("POST", "/v1/elevations", {
+            "token": broker.token(), "scope": "delete:customer", "function": "f",
+            "arguments": '{"customer_id":"c-1"}', "reason": "r", "timeout": 600})  # fmt: skip
+        link = broker.link()
+        assert link.startswith(public + "/console/login?t=")
+        proxied = {"host": "console.example.com", "x-forwarded-proto": "https"}
+        web = broker.browser()
+        login = web.get(link.removeprefix(public), headers=proxied)
+        assert login.status_code == 303
+        assert "Secure" in login.headers["set-cookie"] and "HttpOnly" in login.headers["set-cookie"]
+        home = login.headers["location"]
+        cookie = {"cookie": f"agentsudo_console={web.cookies['agentsudo_console']}"}
+        csrf = csrf_of(web.get(home, headers={**proxied, **cookie}).text)
+        path = f"{home}approvals/{filed['id']}/approve"
+        for origin in (
+            broker.tcp,
+            "http://console.example.com",
+            "https://console.example.com:8443",
+        ):
+            answer = web.post(
+                path, data={"csrf": csrf}, headers={**proxied, **cookie, "origin": origin}
+            )
+            assert answer.status_code == 403, origin  # only the public origin
+        done = web.post(path, data={"csrf": csrf}, headers={**proxied, **cookie, "origin": public})
+        assert done.status_code == 303 and events(broker, "elevation_answered")
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://x/console", "ftp://x", "https://user@x", "https://x?a=1", "https://", "x"]
+)
+def test_a_public_url_that_is_not_an_origin_is_refused(tmp_path: Path, bad: str) -> None:
+    done = sh("serve", "--dev", "--keys-dir", str(tmp_path / "k"), "--public-url", bad,
+              cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and "--public-url" in done.stderr and "HOST[:PORT]" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -106,12 +106,13 @@ def _session(broker: ConsoleBroker, cookies: list[str], secret: object) -> Sessi
     return None
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, broker: ConsoleBroker) -> bool:
     """Whether the POST comes from a page of this console (Origin, else Referer)."""
+    public = broker.console.public_url  # behind a proxy: the origin browsers use, only
     host = request.headers.get("host")
-    if not host:
+    if public is None and not host:
         return False
-    expected = f"{request.url.scheme}://{host}"
+    expected = public or f"{request.url.scheme}://{host}"
     origin = request.headers.get("origin")
     if origin is not None:
         return origin == expected
@@ -139,7 +140,7 @@ async def checked_form(request: Request, broker: ConsoleBroker, session: Session
         413 a body over ``MAX_FORM``; 400 a form that is not one.
     """
     caller = principal(session.caller)
-    if not _same_origin(request):
+    if not _same_origin(request, broker):
         _refuse_quietly(request, broker, "console csrf", "a POST from another origin", caller)
         raise Refused(403, "Forbidden", "this form was not sent from the console's own pages")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -64,11 +64,17 @@ async def _login(request: Request, broker: ConsoleBroker) -> Response:
         cookie,
         max_age=int(session.expires_at - session.created_at),
         path=session.base + "/",  # sent to this session's secret path only
-        secure=request.url.scheme == "https",
+        secure=secure_cookie(request, broker),
         httponly=True,
         samesite="strict",
     )
     return response
+
+
+def secure_cookie(request: Request, broker: ConsoleBroker) -> bool:
+    """Whether the cookie is ``Secure``: https as browsers reach us (``--public-url``)."""
+    public = broker.console.public_url
+    return public.startswith("https://") if public else request.url.scheme == "https"
 
 
 async def _logout(request: Request, broker: ConsoleBroker) -> Response:
