@@ -22,7 +22,12 @@ from agentsudo_tokens.broker.console.auth import (
 )
 from agentsudo_tokens.broker.console.feed import Feed, ForwardedEvent
 from agentsudo_tokens.broker.console.html import Markup, esc, fill, join, url
-from agentsudo_tokens.broker.console.minted import live_tokens, record_minted
+from agentsudo_tokens.broker.console.minted import (
+    MAX_SHOWN,
+    MintedCache,
+    live_tokens,
+    record_minted,
+)
 from agentsudo_tokens.broker.policy import Caller
 from agentsudo_tokens.state import Store, open_store
 from agentsudo_tokens.tokens.revocation import revoke, revoke_agent
@@ -152,6 +157,31 @@ def test_live_tokens_leave_out_revoked_killed_and_expired(store: Store) -> None:
     assert [t.jti for t in live["A"]] == ["j1"] and [t.jti for t in live["B"]] == ["j3"]
     revoke_agent(store, "B", max_ttl=3600, leeway=0)
     assert "B" not in live_tokens(store, now=now + 2)
+
+
+def test_the_agents_view_reads_minted_records_once_a_second_and_revocations_always(
+    store: Store,
+) -> None:
+    """Thousands of records (a caller minting at the rate limit): read once per ``ttl``;
+    a revocation is out at once, the newest 200 an agent shown, the rest never looked at."""
+    now = int(time.time())
+    for n in range(3000):
+        jti = f"j{n:05d}"
+        record_minted(store, {"jti": jti, "sub": "A", "scope": "r", "iat": now - 3000 + n,
+                              "exp": now + 600})  # fmt: skip
+    cache = MintedCache(ttl=60)
+    first = cache.live(store)["A"]
+    assert len(first) == MAX_SHOWN and first[0].jti == "j02999" and first[-1].jti == "j02800"
+    record_minted(store, {"jti": "new", "sub": "A", "scope": "r", "iat": now, "exp": now + 600})
+    revoke(store, "j02999", max_ttl=3600)
+    started = time.perf_counter()
+    cached = cache.live(store)["A"]
+    took = time.perf_counter() - started
+    assert [t.jti for t in cached][:2] == ["j02998", "j02997"]  # revoked: out at once
+    assert len(cached) == MAX_SHOWN and "new" not in {t.jti for t in cached}  # not read again
+    assert took < 0.5
+    cache.ttl = 0  # as when a second has passed
+    assert cache.live(store)["A"][0].jti == "new"  # read again
 
 
 # --- the feed -------------------------------------------------------------------------------

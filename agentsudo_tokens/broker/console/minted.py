@@ -6,12 +6,15 @@
 One entry a token, ``minted:<jti>`` (agent, scopes, ``iat``, ``exp``), expiring with the
 token: the record is bounded by what the broker may issue (rate-limited per caller) over
 a token's lifetime. ``live_tokens`` leaves out those revoked by ``jti`` or by the agent's
-kill switch, and shows at most ``MAX_SHOWN`` a agent.
+kill switch, and shows at most ``MAX_SHOWN`` an agent; ``MintedCache`` reads the records
+at most once a second for the agents page (a caller minting at the rate limit leaves
+tens of thousands of them).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +25,15 @@ from ...tokens.revocation import AGENT, REVOKED
 if TYPE_CHECKING:
     from ...state import Store
 
-__all__ = ["MAX_SHOWN", "MintedToken", "kill_switches", "live_tokens", "record_minted"]
+__all__ = [
+    "MAX_SHOWN",
+    "MintedCache",
+    "MintedToken",
+    "kill_switches",
+    "live_tokens",
+    "minted_records",
+    "record_minted",
+]
 
 MINTED = "minted:"
 MAX_SHOWN = 200  # live tokens listed per agent, newest first
@@ -88,32 +99,77 @@ def _cutoff(raw: str | None) -> float | None:
     return float(before) if type(before) is int else float("inf")
 
 
-def live_tokens(store: Store, *, now: float | None = None) -> dict[str, list[MintedToken]]:
-    """Tokens minted and neither expired nor revoked, by agent, newest first.
+def minted_records(store: Store) -> list[MintedToken]:
+    """Every ``minted:`` record readable, newest first (expired ones too, until the store
+    drops them).
+
+    :raises StoreUnavailableError: the store cannot be reached.
+    """
+    found = [
+        token
+        for key, raw in store.items(MINTED).items()
+        if (token := _parsed(key[len(MINTED) :], raw)) is not None
+    ]
+    found.sort(key=lambda t: (-t.issued_at, t.jti))
+    return found
+
+
+def live_tokens(
+    store: Store, *, now: float | None = None, records: list[MintedToken] | None = None
+) -> dict[str, list[MintedToken]]:
+    """Tokens minted and neither expired nor revoked, by agent, newest first, at most
+    ``MAX_SHOWN`` an agent; ``records`` (``minted_records``, e.g. cached) saves reading them.
+
+    Revocations and kill switches are read now, for the newest of each agent only (in
+    rounds of ``MAX_SHOWN``, until enough are live).
 
     :raises StoreUnavailableError: the store cannot be reached.
     """
     moment = time.time() if now is None else now
-    found = [
-        token
-        for key, raw in store.items(MINTED).items()
-        if (token := _parsed(key[len(MINTED) :], raw)) is not None and token.expires_at > moment
-    ]
-    if not found:
+    every = minted_records(store) if records is None else records
+    by_agent: dict[str, list[MintedToken]] = {}
+    for token in every:
+        if token.expires_at > moment:
+            by_agent.setdefault(token.agent, []).append(token)
+    if not by_agent:
         return {}
-    agents = sorted({token.agent for token in found})
-    marks = store.get_many([REVOKED + token.jti for token in found])
+    agents = sorted(by_agent)
     cutoffs = dict(zip(agents, store.get_many([AGENT + a for a in agents]), strict=True))
     live: dict[str, list[MintedToken]] = {}
-    for token, revoked in zip(found, marks, strict=True):
-        cutoff = _cutoff(cutoffs[token.agent])
-        if revoked is not None or (cutoff is not None and token.issued_at <= cutoff):
-            continue
-        live.setdefault(token.agent, []).append(token)
-    for tokens in live.values():
-        tokens.sort(key=lambda t: (-t.issued_at, t.jti))
-        del tokens[MAX_SHOWN:]
+    for agent in agents:
+        cutoff = _cutoff(cutoffs[agent])
+        candidates = [t for t in by_agent[agent] if cutoff is None or t.issued_at > cutoff]
+        shown: list[MintedToken] = []
+        for start in range(0, len(candidates), MAX_SHOWN):
+            batch = candidates[start : start + MAX_SHOWN]
+            marks = store.get_many([REVOKED + token.jti for token in batch])
+            shown += [t for t, revoked in zip(batch, marks, strict=True) if revoked is None]
+            if len(shown) >= MAX_SHOWN:
+                break
+        if shown:
+            live[agent] = shown[:MAX_SHOWN]
     return live
+
+
+class MintedCache:
+    """``minted_records`` read at most once in ``ttl`` seconds (the agents page's view);
+    revocations, kill switches and expiry are still checked on every view."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._read: tuple[float, list[MintedToken]] | None = None
+
+    def live(self, store: Store) -> dict[str, list[MintedToken]]:
+        """``live_tokens`` from records at most ``ttl`` seconds old.
+
+        :raises StoreUnavailableError: the store cannot be reached.
+        """
+        with self._lock:  # one reader at a time; the others wait for its records
+            if self._read is None or time.monotonic() - self._read[0] >= self.ttl:
+                self._read = (time.monotonic(), minted_records(store))
+            records = self._read[1]
+        return live_tokens(store, records=records)
 
 
 def kill_switches(store: Store, agents: list[str]) -> dict[str, float | None]:

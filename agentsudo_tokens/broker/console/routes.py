@@ -26,7 +26,7 @@ from ._broker import ConsoleBroker
 from .auth import SESSION_PATH, LoginRefused, end_session, redeem_link
 from .guard import COOKIE, Refused, address_of, checked_form, logged_in
 from .html import Markup, page
-from .minted import kill_switches, live_tokens
+from .minted import kill_switches
 from .respond import HEADERS, done_of, handled, html
 from .static import CSS, JS
 
@@ -121,7 +121,7 @@ async def _pending(request: Request, broker: ConsoleBroker) -> Response:
 
 async def _agents(request: Request, broker: ConsoleBroker) -> Response:
     session = await logged_in(request, broker)
-    live = await asyncio.to_thread(live_tokens, broker.store)
+    live = await asyncio.to_thread(broker.console.minted.live, broker.store)
     policy = broker.policy
     names = sorted(set(getattr(policy, "agents", {})) | set(live))
     switches = await asyncio.to_thread(kill_switches, broker.store, names)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from ...errors import ConfigError
 from .chain import ChainState
 from .feed import Feed
+from .minted import MintedCache
 
 __all__ = ["ConsoleState", "public_origin"]
 
@@ -59,5 +60,6 @@ class ConsoleState:
     def __init__(self, audit_path: Path, public_url: str | None = None) -> None:
         self.feed = Feed(audit_path)
         self.chain = ChainState(audit_path)
+        self.minted = MintedCache()  # the agents page's live tokens, read once a second
         self.public_url = None if public_url is None else public_origin(public_url)
         self.base_url: str | None = self.public_url
