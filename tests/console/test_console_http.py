@@ -362,6 +362,10 @@ def test_the_audit_page_says_whether_the_chain_verifies(broker: ConsoleBroker) -
     page = web.get(web.base + "/audit").text
     assert '<span class="ok">verified</span>' in page and "head signed at" in page
     path = broker.keys / "broker-audit.jsonl"
+    command = re.search(r"<code>(agentsudo audit verify [^<]*)</code>", page)
+    assert command is not None  # the page's own command runs as shown, from any directory
+    checked = sh(*command.group(1).split()[1:], cwd=broker.root.parent)
+    assert checked.returncode == 0, checked.stderr
     lines = path.read_text().splitlines(keepends=True)
     lines[0] = lines[0].replace('"broker_started"', '"broker_stopped"')  # rewritten history
     path.write_text("".join(lines))

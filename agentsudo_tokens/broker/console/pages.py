@@ -202,8 +202,10 @@ def feed_body(events: Sequence[Mapping[str, Any]], latest: int, skipped: int, ba
     )
 
 
-def audit_body(report: AuditReport | str, checked_at: float, path: str) -> Markup:
-    """The audit chain's state in full."""
+def audit_body(
+    report: AuditReport | str, checked_at: float, path: str, jwks: str = "<keys-dir>/jwks.json"
+) -> Markup:
+    """The audit chain's state in full; ``jwks``: the broker's public keys, for the command."""
     line = chain_line(report, checked_at)
     if isinstance(report, str):
         return fill("<p>{line}</p><p class='muted'>{path}</p>", line=line, path=path)
@@ -213,9 +215,10 @@ def audit_body(report: AuditReport | str, checked_at: float, path: str) -> Marku
 <dt>Signed heads</dt><dd>{heads}</dd><dt>Last signed line</dt><dd>{last}</dd>
 <dt>Head signed at</dt><dd>{at}</dd><dt>Lines after it</dt><dd>{unsigned}</dd>
 <dt>Chain head</dt><dd><code>{head}</code></dd><dt>Checked at</dt><dd>{checked}</dd></dl></div>
-<p class="muted">Check it yourself: <code>agentsudo audit verify {path}</code></p>""",
+<p class="muted">Check it yourself: <code>agentsudo audit verify {path} --jwks {jwks}</code></p>""",
         line=line,
         path=path,
+        jwks=jwks,
         events=report.events,
         heads=report.signed_heads,
         last=report.last_signed_line if report.last_signed_line is not None else "none",

@@ -152,7 +152,8 @@ async def _feed_events(request: Request, broker: ConsoleBroker) -> Response:
 async def _audit(request: Request, broker: ConsoleBroker) -> Response:
     session = await logged_in(request, broker)
     report, checked = await _chain(broker)
-    body = pages.audit_body(report, checked, str(broker.audit.path))
+    jwks = str(broker.keys.jwks_path)
+    body = pages.audit_body(report, checked, str(broker.audit.path), jwks)
     return html("Audit chain", body, session)
 
 
