@@ -62,7 +62,8 @@ from .binding import requested_binding, require_possession
 from .bodies import json_body as _json_body
 from .bodies import model_of as _model
 from .budget_api import BUDGETS_PATH, SPEND_PATH, balances_endpoint, spend_endpoint
-from .console import ConsoleState, console_routes, record_minted
+from .console import ConsoleState, console_routes
+from .console.minted import MintedWriter
 from .devmode import DevPolicy
 from .exchange import EXCHANGE_PATH, exchange_endpoint
 from .notify import Notifier
@@ -136,6 +137,7 @@ class _Broker:
         self.quiet = QuietRefusals(self.audit)  # refusals that may come at line rate
         # the web console's feed and chain state, and its public origin (ConfigError: bad)
         self.console = ConsoleState(audit_log, config.public_url)
+        self.minted = MintedWriter(self.store)
 
     def _credential_verifier(self) -> Verifier:
         """Broker credentials: our own tokens, revocable like any (checked against our store)."""
@@ -247,6 +249,7 @@ class _Broker:
     def close(self) -> None:
         self.notifier.close()
         self.slack.close()
+        self.minted.close()  # before the store: what is queued is written
         self.store.close()
         self.audit.close()
 
@@ -440,7 +443,7 @@ async def _issue(request: Request, broker: _Broker) -> Response:
         from ..state.onetime import mark_one_time
 
         await asyncio.to_thread(mark_one_time, broker.store, minted.claims)
-    await asyncio.to_thread(record_minted, broker.store, minted.claims)  # the console's list
+    broker.minted.submit(minted.claims)  # the console's list, written off the request path
     _log.info("issued %s to %s: jti %s", grant.agent, _describe(caller), minted.claims["jti"])
     broker.audit.issued(caller, grant, minted.claims, once=asked.once)  # before it is handed out
     body = {

@@ -82,6 +82,14 @@ class Store(abc.ABC):
         :raises StoreUnavailableError: the store cannot be reached.
         """
 
+    def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
+        """``put`` each ``(key, value, expires_at)``; a backend may do it in one write.
+
+        :raises StoreUnavailableError: the store cannot be reached.
+        """
+        for key, value, expires_at in entries:
+            self.put(key, value, expires_at=expires_at)
+
     @abc.abstractmethod
     def add(self, key: str, value: str, *, expires_at: float) -> bool:
         """Set ``key`` only if it is absent (or expired); True when this call set it.

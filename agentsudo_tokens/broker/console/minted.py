@@ -14,6 +14,7 @@ tens of thousands of them).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MINTED = "minted:"
+_BATCH = 500  # records written in one transaction at most
 MAX_SHOWN = 200  # live tokens listed per agent, newest first
 _MAX_SCOPES = 64
 
@@ -51,14 +53,11 @@ class MintedToken:
     expires_at: int
 
 
-def record_minted(store: Store, claims: Mapping[str, Any]) -> None:
-    """Keep ``jti``, agent, scopes, ``iat`` and ``exp`` of a token just minted.
-
-    :raises StoreUnavailableError: the store cannot be written.
-    """
+def _entry(claims: Mapping[str, Any]) -> tuple[str, str, float] | None:
+    """The store entry recording a token just minted; ``None`` without jti or exp."""
     jti, exp = claims.get("jti"), claims.get("exp")
     if not isinstance(jti, str) or type(exp) is not int:
-        return  # our issuer always sets both; a record of nothing is no record
+        return None  # our issuer always sets both; a record of nothing is no record
     scope = claims.get("scope")
     record = {
         "agent": claims.get("sub"),
@@ -66,7 +65,69 @@ def record_minted(store: Store, claims: Mapping[str, Any]) -> None:
         "iat": claims.get("iat"),
         "exp": exp,
     }
-    store.put(MINTED + jti, json.dumps(record), expires_at=exp)
+    return MINTED + jti, json.dumps(record), float(exp)
+
+
+def record_minted(store: Store, claims: Mapping[str, Any]) -> None:
+    """Keep ``jti``, agent, scopes, ``iat`` and ``exp`` of a token just minted.
+
+    :raises StoreUnavailableError: the store cannot be written.
+    """
+    entry = _entry(claims)
+    if entry is not None:
+        store.put_many([entry])
+
+
+class MintedWriter:
+    """Keeps the records of tokens the broker mints off the request path: one thread writes
+    them to the store in the order they came (a SQLite write waits on the disk: ~1 ms).
+
+    The list is for looking, not for checking (revocation goes by ``jti`` whatever it
+    lists): when the store lags by ``limit`` records, newer ones are dropped and counted
+    (``dropped``), and the token is only missing from the console's list.
+    """
+
+    def __init__(self, store: Store, *, limit: int = 10_000) -> None:
+        self.store = store
+        self.dropped = 0
+        self.failed = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=limit)
+        self._thread = threading.Thread(target=self._run, name="agentsudo-minted", daemon=True)
+        self._thread.start()
+
+    def submit(self, claims: Mapping[str, Any]) -> None:
+        """Record ``claims`` soon; never waits."""
+        try:
+            self._queue.put_nowait(dict(claims))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            claims = self._queue.get()
+            batch, done = [claims], claims is None
+            while not done and len(batch) < _BATCH:  # what came meanwhile: one write for all
+                try:
+                    claims = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(claims)
+                done = claims is None
+            entries = [e for c in batch if c is not None and (e := _entry(c)) is not None]
+            try:
+                self.store.put_many(entries)
+            except Exception:  # the store is down: the list misses them, nothing else does
+                self.failed += len(entries)
+            if done:
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (waiting ``timeout`` seconds at most), then stop."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout=timeout)
 
 
 def _parsed(jti: str, raw: str) -> MintedToken | None:
