@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..errors import AgentSudoError, BudgetExhaustedError, PermissionDeniedError
-from ..tokens.limit_entry import overspent
+from ..tokens.limit_entry import json_number, overspent
 
 if TYPE_CHECKING:
     from ..state.base import Store
     from ..state.budgets import Balance
+    from ..tokens.limits import Limits
     from ..tokens.verifier import Verifier
 
 __all__ = ["Ledger", "debit", "ledger_for", "reset_default_ledger", "spent_words"]
@@ -109,7 +110,10 @@ def _broker_spend(agent: Spender, scope: str, arguments: Mapping[str, Any]) -> N
         raise PermissionDeniedError("budgets need the agent's token", agent=agent.name)
     key = process_key()
     bound = _bound(agent)
-    sent = {name: _json_number(value) for name, value in arguments.items()}
+    sent = {
+        name: json_number(value) if isinstance(value, Decimal) else value
+        for name, value in arguments.items()
+    }
     client = BrokerClient.from_settings(Settings.from_env())
     client.spend(token, scope, sent, dpop_key=key if bound else None)
 
@@ -117,13 +121,6 @@ def _broker_spend(agent: Spender, scope: str, arguments: Mapping[str, Any]) -> N
 def _bound(agent: Spender) -> bool:
     claims = getattr(agent, "claims", None)
     return getattr(claims, "jkt", None) is not None
-
-
-def _json_number(value: Any) -> Any:
-    """A budgeted argument as JSON carries it (``Limits.costs`` checked it is a number >= 0)."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def ledger_for(agent: Spender) -> Ledger:
@@ -153,13 +150,14 @@ def debit(
     scope: str,
     costs: Costs,
     *,
-    limits_scope: Mapping[str, str],
+    limits: Limits,
     arguments: Mapping[str, Any],
 ) -> None:
     """Debit every budgeted entry of the call, in order, each atomically.
 
-    :param limits_scope: each entry's scope pattern, for the message.
-    :param arguments: the budgeted arguments' values (for the broker, which counts itself).
+    :param costs: ``limits.costs(scope, arguments)``, already checked.
+    :param limits: the token's limits (each entry's scope names it in a refusal).
+    :param arguments: the call's arguments (the broker counts the budgeted ones itself).
     :raises BudgetExhaustedError: an entry would overspend (earlier debits stand).
     :raises PermissionDeniedError: the ledger cannot be reached (fail closed).
     """
@@ -169,14 +167,15 @@ def debit(
     expires_at = agent._valid_until
     try:
         if Settings.from_env().broker is not None:
-            _broker_spend(agent, scope, arguments)
+            _broker_spend(agent, scope, limits.budgeted_arguments(scope, arguments))
             return
         ledger = ledger_for(agent)
+        scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
         for entry, amounts, counters in costs:
             if ledger.spend(jti, entry, amounts, counters, expires_at=expires_at) is not None:
                 continue
             balance = ledger.balance(jti, entry)
-            argument, limit, words = spent_words(limits_scope[entry], amounts, balance)
+            argument, limit, words = spent_words(scopes[entry], amounts, balance)
             raise BudgetExhaustedError(
                 words,
                 argument=argument,

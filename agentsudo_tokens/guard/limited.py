@@ -51,14 +51,7 @@ def _budgets(
         costs = limits.costs(scope, arguments, agent=active.agent.name)
         jti = active.agent.jti
         if costs and not (jti is not None and prepaid.take(jti, scope, costs)):  # not the request's
-            scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
-            budgeted = {
-                name: arguments[name]
-                for _, entry in limits.for_scope(scope)
-                if entry.budget is not None
-                for name, _ in entry.budget.totals
-            }
-            debit(active.agent, scope, costs, limits_scope=scopes, arguments=budgeted)
+            debit(active.agent, scope, costs, limits=limits, arguments=arguments)
     except LimitExceededError as exc:
         return _Denial(active, exc, True)
     except PermissionDeniedError as exc:  # the ledger cannot be reached: no approver can help

@@ -490,13 +490,8 @@ class RequireScope(SecurityBase):
             limits.check(scope, arguments, agent=agent.name)
             costs = limits.costs(scope, arguments, agent=agent.name)
             if costs:
-                scopes = {entry_id: entry.scope for entry_id, entry in limits.for_scope(scope)}
-                budgeted = limits.budgeted_arguments(scope, arguments)
-                await anyio.to_thread.run_sync(
-                    functools.partial(
-                        debit, agent, scope, costs, limits_scope=scopes, arguments=budgeted
-                    )
-                )
+                debit_it = functools.partial(debit, limits=limits, arguments=arguments)
+                await anyio.to_thread.run_sync(debit_it, agent, scope, costs)
                 if agent.jti is not None:  # the handler's @sudo call with these costs is this one
                     prepaid.paid(agent.jti, scope, costs)
         except LimitExceededError as exc:

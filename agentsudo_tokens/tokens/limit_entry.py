@@ -32,6 +32,8 @@ __all__ = [
     "bad_limit",
     "checked_number",
     "concerns",
+    "counter_figure",
+    "json_number",
     "make_budget",
     "make_constraint",
     "text_value",
@@ -172,7 +174,7 @@ class Budget:
     def claim(self) -> dict[str, Any]:
         out: dict[str, Any] = {} if self.calls is None else {"calls": self.calls}
         if self.totals:
-            out["totals"] = {name: _json_number(total) for name, total in self.totals}
+            out["totals"] = {name: json_number(total) for name, total in self.totals}
         return out
 
 
@@ -199,7 +201,8 @@ def make_budget(calls: object, totals: Mapping[str, object]) -> Budget:
     return Budget(calls if isinstance(calls, int) else None, tuple(sorted(checked)))
 
 
-def _json_number(number: Decimal) -> int | float:
+def json_number(number: Decimal) -> int | float:
+    """A Decimal as JSON carries it: an int when whole, else a float (<= 15 digits: exact)."""
     return int(number) if number == number.to_integral_value() else float(number)
 
 
@@ -272,13 +275,13 @@ class Limit:
 def _constraint_claim(constraint: Constraint) -> dict[str, Any]:
     value: Any = constraint.value
     if isinstance(value, Decimal):
-        value = _json_number(value)
+        value = json_number(value)
     elif isinstance(value, tuple):
-        value = [_json_number(v) if isinstance(v, Decimal) else v for v in value]
+        value = [json_number(v) if isinstance(v, Decimal) else v for v in value]
     return {"arg": constraint.argument, constraint.kind: value}
 
 
-def _figure(counter: str, units_: int) -> str:
+def counter_figure(counter: str, units_: int) -> str:
     """A counter's value as the grammar writes it: ``450``, ``12.5`` (not millionths)."""
     if counter == "calls":
         return str(units_)
@@ -305,12 +308,12 @@ def overspent(
                 f"{scope} budget: the token's {limit} calls are used",
             )
         name = counter.removeprefix("sum:")
-        left = _figure(counter, max(0, limit - spent.get(counter, 0)))
-        total = _figure(counter, limit)
+        left = counter_figure(counter, max(0, limit - spent.get(counter, 0)))
+        total = counter_figure(counter, limit)
         return (
             name,
             f"{scope} {name}={total}",
-            f"{scope} budget: {name} {_figure(counter, amount)} would pass the token's total "
-            f"{total} ({left} left)",
+            f"{scope} budget: {name} {counter_figure(counter, amount)} would pass the token's "
+            f"total {total} ({left} left)",
         )
     return "calls", f"{scope} budget", f"{scope} budget: this call would overspend it"

@@ -28,7 +28,7 @@ from decimal import Decimal
 
 from ..errors import DelegationRefusedError, InvalidLimitError
 from .constraints import Constraint
-from .limit_entry import UNIT, Limit, concerns
+from .limit_entry import Limit, concerns, counter_figure
 from .limits import Limits
 from .scopes import ScopeSet, covered
 
@@ -77,10 +77,7 @@ def looser(asked: Constraint, held: Constraint) -> bool:
 
 def counter_text(name: str, value: int) -> str:
     """A store counter as a person reads it: ``calls 3``, ``amount 12.5`` (not millionths)."""
-    if name == "calls":
-        return f"calls {value}"
-    amount = (Decimal(value) / UNIT).normalize()
-    return f"{name.removeprefix('sum:')} {amount:f}"
+    return f"{name.removeprefix('sum:')} {counter_figure(name, value)}"
 
 
 def _overlaps(a: str, b: str) -> bool:

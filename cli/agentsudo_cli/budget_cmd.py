@@ -16,7 +16,6 @@ jti as an admin).
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,21 +29,14 @@ if TYPE_CHECKING:
     from agentsudo_tokens.tokens.limits import Limits
 
 
-def _shown(counter: str, units: int) -> str:
-    """A counter's value in the argument's unit (``450``, ``0.5``); calls as they are."""
-    if counter == "calls":
-        return str(units)
-    from agentsudo_tokens.tokens.limit_entry import UNIT
-
-    return f"{(Decimal(units) / UNIT).normalize():f}"
-
-
 def _counters(limits: dict[str, int], spent: dict[str, int]) -> dict[str, dict[str, str]]:
+    from agentsudo_tokens.tokens.limit_entry import counter_figure  # a value, not millionths
+
     return {
         counter.removeprefix("sum:"): {
-            "limit": _shown(counter, limit),
-            "spent": _shown(counter, spent.get(counter, 0)),
-            "left": _shown(counter, max(0, limit - spent.get(counter, 0))),
+            "limit": counter_figure(counter, limit),
+            "spent": counter_figure(counter, spent.get(counter, 0)),
+            "left": counter_figure(counter, max(0, limit - spent.get(counter, 0))),
         }
         for counter, limit in sorted(limits.items(), key=lambda item: item[0] == "calls")
     }
