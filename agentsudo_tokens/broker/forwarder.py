@@ -23,21 +23,24 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .console.feed import FIELD_TEXT, MAX_FORWARDED, REASON_TEXT, ForwardedEvent
+
 if TYPE_CHECKING:
     from .client import BrokerClient
 
 __all__ = ["EventForwarder"]
 
-FIELDS = ("time", "outcome", "agent", "jti", "scope", "function", "signed", "reason", "chain")
-MAX_BATCH = 100  # what the broker takes in one request
-_TEXT = 512
+# what POST /v1/console/events takes of an event (ForwardedEvent), but a chained file's links
+FIELDS = tuple(name for name in ForwardedEvent.model_fields if name not in ("prev", "hash"))
+MAX_BATCH = MAX_FORWARDED
 
 
-def _clipped(value: Any) -> Any:
+def _clipped(name: str, value: Any) -> Any:
+    """``value`` cut to what the broker takes, so one long field never costs a batch."""
     if isinstance(value, str):
-        return value[:_TEXT]
+        return value[: REASON_TEXT if name == "reason" else FIELD_TEXT]
     if isinstance(value, list):
-        return [str(item)[:_TEXT] for item in value[:16]]
+        return [str(item)[:FIELD_TEXT] for item in value[:16]]
     return value
 
 
@@ -66,7 +69,8 @@ class EventForwarder(logging.Handler):
         event = getattr(record, "agentsudo", None)
         if not isinstance(event, dict) or not isinstance(event.get("outcome"), str):
             return
-        shown = {name: _clipped(event[name]) for name in FIELDS if event.get(name) is not None}
+        given = ((name, event.get(name)) for name in FIELDS)
+        shown = {name: _clipped(name, value) for name, value in given if value is not None}
         if not isinstance(shown.get("time"), str):
             return
         try:

@@ -65,6 +65,31 @@ def test_forwarded_decisions_show_in_the_feed(
     ]
 
 
+def test_a_long_field_is_cut_to_what_the_broker_takes_not_lost(
+    broker: ConsoleBroker, audit_logger: logging.Logger
+) -> None:
+    """The broker takes 256 characters of a field (1,000 of a reason): a longer one is cut
+    here, where it used to get the whole batch refused."""
+    web = broker.logged_in()
+    latest = web.get(web.base + "/feed/events", params={"after": 0}).json()["latest"]
+    client = BrokerClient(broker.tcp, credential=broker.credential("orders-service"))
+    forwarder = EventForwarder(client, interval=0.05)
+    audit_logger.addHandler(forwarder)
+    try:
+        record = logging.LogRecord("agentsudo", logging.INFO, __file__, 1, "x", None, None)
+        record.agentsudo = {  # type: ignore[attr-defined]
+            "time": "2026-01-01T00:00:00Z", "outcome": "denied", "agent": "OrdersBot",
+            "scope": "read:orders", "function": "f" * 400, "reason": "r" * 900,
+        }  # fmt: skip
+        forwarder.handle(record)
+    finally:
+        audit_logger.removeHandler(forwarder)
+        forwarder.close()
+    assert (forwarder.sent, forwarder.failed) == (1, 0)
+    shown = web.get(web.base + "/feed/events", params={"after": latest}).json()["events"]
+    assert [e["function"] for e in shown if e["source"].startswith("forwarded")] == ["f" * 256]
+
+
 def test_a_broker_out_of_reach_never_holds_the_service_up(
     tmp_path: Path, audit_logger: logging.Logger
 ) -> None:

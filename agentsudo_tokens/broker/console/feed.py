@@ -34,14 +34,15 @@ MAX_READ = 4 * 1024 * 1024  # bytes read at most in one refresh
 MAX_BEHIND = 8 * 1024 * 1024  # bytes a reader may fall behind before it skips ahead
 MAX_SENT = 500  # events in one answer to a poller (the page shows 500 rows)
 MAX_FORWARDED = 100  # events in one forwarded batch
-_TEXT = 256  # characters of a field kept
+FIELD_TEXT = 256  # characters of a field kept
+REASON_TEXT = 1000  # characters of a forwarded reason taken
 _FIELDS = (
     "time", "outcome", "agent", "jti", "scope", "function", "reason", "caller",
     "request", "by", "approved", "kind", "action",
 )  # fmt: skip
 _SKIPPED = frozenset({"head"})  # signed heads: the chain's, not decisions
 
-_Text = Annotated[str, Field(max_length=_TEXT)]
+_Text = Annotated[str, Field(max_length=FIELD_TEXT)]
 
 
 class ForwardedEvent(BaseModel):
@@ -56,7 +57,7 @@ class ForwardedEvent(BaseModel):
     scope: _Text | None = None
     function: _Text | None = None
     signed: bool | None = None
-    reason: Annotated[str, Field(max_length=1000)] | None = None
+    reason: Annotated[str, Field(max_length=REASON_TEXT)] | None = None
     chain: list[_Text] | None = Field(default=None, max_length=16)
     prev: _Text | None = None  # a line of a chained file, forwarded as it is
     hash: _Text | None = None
@@ -72,7 +73,7 @@ class ForwardedBatch(BaseModel):
 
 def _clip(value: Any) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= _TEXT else value[:_TEXT] + "..."
+        return value if len(value) <= FIELD_TEXT else value[:FIELD_TEXT] + "..."
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, list):
