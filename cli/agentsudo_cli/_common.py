@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
     from agentsudo_tokens.config import Settings
 
+# An id argument (a jti, a kid) is base64url: one in 64 starts with "-", and it may hold an
+# "h". Commands taking one read an unknown "-..." as the id; only --help asks for help.
+ID_ARGUMENT_COMMAND: dict[str, Any] = {
+    "ignore_unknown_options": True,
+    "help_option_names": ["--help"],
+}
+
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_META = "agentsudo.json"
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import broker_of, json_option, keys_dir_option, settings, terminal_safe
+from ._common import (
+    ID_ARGUMENT_COMMAND,
+    broker_of,
+    json_option,
+    keys_dir_option,
+    settings,
+    terminal_safe,
+)
 from .revoke_cmd import _jti_of, open_cli_store, store_option
 
 if TYPE_CHECKING:
@@ -115,7 +122,7 @@ def budget() -> None:
     """Show the budgets of a token: what each has left."""
 
 
-@budget.command()
+@budget.command(context_settings=ID_ARGUMENT_COMMAND)  # a jti may start with "-"
 @click.argument("target", metavar="TOKEN_OR_JTI")
 @store_option
 @json_option

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._common import json_option, keys_dir_option, settings
+from ._common import ID_ARGUMENT_COMMAND, json_option, keys_dir_option, settings
 
 ALGORITHM_CHOICE = click.Choice(["EdDSA", "ES256"])
 
@@ -57,11 +57,7 @@ def rotate(alg: str | None, stage: bool, keys_dir: Path | None) -> None:
     click.echo(info.kid)
 
 
-# a kid is base64url: one in 64 starts with "-" (and may hold an "h"): only --help asks for help
-_KID_COMMAND = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
-
-
-@keys.command("activate", context_settings=_KID_COMMAND)
+@keys.command("activate", context_settings=ID_ARGUMENT_COMMAND)
 @click.argument("kid")
 @keys_dir_option
 def activate(kid: str, keys_dir: Path | None) -> None:
@@ -93,7 +89,7 @@ def jwks(keys_dir: Path | None) -> None:
     click.echo(json.dumps(_directory(keys_dir).public_keys().to_dict(), indent=2))
 
 
-@keys.command("retire", context_settings=_KID_COMMAND)
+@keys.command("retire", context_settings=ID_ARGUMENT_COMMAND)
 @click.argument("kid")
 @keys_dir_option
 def retire(kid: str, keys_dir: Path | None) -> None:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ._common import broker_of, json_option, keys_dir_option, settings, terminal_safe
+from ._common import (
+    ID_ARGUMENT_COMMAND,
+    broker_of,
+    json_option,
+    keys_dir_option,
+    settings,
+    terminal_safe,
+)
 
 if TYPE_CHECKING:
     from agentsudo_tokens.broker.client import BrokerClient
@@ -128,9 +135,7 @@ def _check_agent(name: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--agent") from None
 
 
-@click.command(  # a jti may start with "-" and hold an "h": only --help asks for help
-    context_settings={"ignore_unknown_options": True, "help_option_names": ["--help"]}
-)
+@click.command(context_settings=ID_ARGUMENT_COMMAND)  # a jti may start with "-"
 @click.argument("target", metavar="[JTI_OR_TOKEN]", required=False)
 @click.option("--agent", default=None, help="Revoke every token of this agent issued until now.")
 @click.option("--reason", default=None, help="Why; kept with the revocation.")

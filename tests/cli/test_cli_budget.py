@@ -201,3 +201,19 @@ def test_the_installed_script_reads_the_default_store(here: KeyDirectory, tmp_pa
     bad = agentsudo(["budget", "show", "a.b.c"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stdout == ""
     assert one_line(bad.stderr).startswith("agentsudo: ")
+
+
+@pytest.mark.parametrize("jti", ["-h8Rp6L_Ya-l5PxanBSTP7Q", "--8Rp6L_Ya-l5PxanBSTP7Q"])
+def test_a_jti_starting_with_a_dash_is_the_jti_not_an_option(shared: str, jti: str) -> None:
+    """One jti in 64 starts with "-" (base64url); seen in CI as "No such option '-8'"."""
+    import time
+
+    from agentsudo_tokens.state.budgets import Budgets
+
+    with open_store(shared) as store:
+        Budgets(store).spend(jti, "0", {"calls": 1}, {"calls": 20}, expires_at=time.time() + 60)
+    for args in (("budget", "show", jti), ("budget", "show", jti, "--json")):
+        done = invoke(*args)
+        assert done.exit_code == 0, done.output
+        assert jti in done.stdout
+        assert "19 of 20 calls left" in done.stdout or '"left": "19"' in done.stdout
